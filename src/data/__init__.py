@@ -1,0 +1,1 @@
+"""Data: volume registry, memory-mapped volume store, phantom dataset, index, projections."""

@@ -1,0 +1,149 @@
+"""Multiview projections: a (Z, H, W) volume re-sliced along its other two axes, as slice folders.
+
+``<root>_xz`` holds ``v.transpose(1, 2, 0)`` (H slices of W x Z) and ``<root>_zy`` holds
+``v.transpose(2, 0, 1)`` (W slices of Z x H), images and labels, in the source's file formats.
+The volume is read from the memory-mapped store in blocks of output slices bounded by
+``block_bytes``, so peak memory stays about one volume (the mapped pages) plus one block.
+Each projection is written to a temporary folder and renamed when complete: an existing output folder
+is always complete and is skipped (``force`` rebuilds it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from src.data.registry import VIEW_AXES, Group, Registry
+from src.data.volumes import Volume, VolumeStore, write_slice
+from src.utils.errors import UserError
+from src.utils.progress import track
+
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+
+def _blocks(volume: np.ndarray, view: str, block_bytes: int):
+    """Yield (index, slice) of ``volume`` re-sliced for ``view``, reading bounded blocks."""
+    axis = VIEW_AXES[view][0]
+    n = volume.shape[axis]
+    per_slice = volume.nbytes // max(n, 1)
+    step = max(1, min(n, block_bytes // max(per_slice, 1)))
+    order = VIEW_AXES[view]
+    for start in range(0, n, step):
+        index = [slice(None)] * 3
+        index[axis] = slice(start, min(n, start + step))
+        block = np.ascontiguousarray(np.asarray(volume[tuple(index)]).transpose(order))
+        for i in range(block.shape[0]):
+            yield start + i, block[i]
+
+
+def _remove_abandoned(out_root: Path) -> None:
+    """Remove temporary folders of interrupted runs (their process is gone) for ``out_root``."""
+    for tmp in out_root.parent.glob(f"{out_root.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_view(
+    image: Volume,
+    label: Volume,
+    view: str,
+    out_root: Path,
+    label_suffix: str,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = 2,
+    progress: bool = True,
+) -> None:
+    """Write one projection (images and labels) of a volume pair to ``out_root`` atomically."""
+    _remove_abandoned(out_root)
+    tmp = out_root.with_name(f"{out_root.name}.tmp-{os.getpid()}")
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "labels").mkdir(parents=True)
+    n = image.data.shape[VIEW_AXES[view][0]]
+    jobs = [
+        (image.data, tmp / "images", image.suffix),
+        (label.data, tmp / "labels", label_suffix),
+    ]
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for data, folder, suffix in jobs:
+                what = f"{out_root.name}/{folder.name}"
+                pending = []
+                for i, arr in track(_blocks(data, view, block_bytes), n, what, progress):
+                    pending.append(pool.submit(write_slice, folder / f"{i:04d}{suffix}", arr))
+                    if len(pending) >= 4 * max(1, workers):
+                        pending.pop(0).result()
+                for job in pending:
+                    job.result()
+        if out_root.exists():  # a forced rebuild replaces a previous complete output of ours
+            shutil.rmtree(out_root)
+        os.replace(tmp, out_root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def project_group(
+    group: Group,
+    data_dir: Path,
+    store: VolumeStore,
+    force: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = 2,
+    progress: bool = True,
+) -> list[str]:
+    """Write the ``_xz`` and ``_zy`` projections of a labelled base group; returns the views written."""
+    if not group.projections or group.view != "z":
+        raise ValueError(f"group {group.name} has no projections")
+    labels_dir = group.labels_dir(data_dir)
+    assert labels_dir is not None
+    todo = [v for v in ("xz", "zy") if force or not (data_dir / f"{group.root}_{v}").is_dir()]
+    if not todo:
+        return []
+    image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels)
+    for view in todo:
+        write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, block_bytes, workers, progress)
+    return todo
+
+
+def project_split(
+    data_dir: str | Path,
+    splits: tuple[str, ...],
+    registry: Registry | None = None,
+    store: VolumeStore | None = None,
+    force: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, list[str]]:
+    """Project every labelled group of ``splits`` that declares projections. Returns group -> views written."""
+    data_dir = Path(data_dir).resolve()
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: data directory not found (RAW_DATA_DIR)")
+    registry = registry or Registry.load()
+    store = store or VolumeStore(workers=workers, progress=progress)
+    candidates = [g for g in registry.base_groups() if g.split in splits and g.projections]
+    present = [g for g in candidates if g.is_present(data_dir, need_labels=True)]
+    if not present:
+        names = ", ".join(g.labels or g.name for g in candidates)
+        raise UserError(f"{data_dir}: no labelled volume to project (looked for {names})")
+    done: dict[str, list[str]] = {}
+    for group in present:
+        written = project_group(group, data_dir, store, force, block_bytes, workers, progress)
+        done[group.name] = written
+        state = f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"
+        print(f"{group.name}: {state}")
+    return done

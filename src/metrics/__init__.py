@@ -1,0 +1,1 @@
+"""Competition metric (surface Dice at tolerance 0) and run-length encoding."""

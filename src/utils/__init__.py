@@ -1,0 +1,1 @@
+"""Small shared utilities: settings, user-facing errors."""
