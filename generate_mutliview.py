@@ -2,7 +2,7 @@
 
 import argparse
 
-from src.data.multiview import DEFAULT_BLOCK_BYTES, project_split
+from src.data.multiview import project_split
 from src.data.volumes import VolumeStore
 from src.utils.errors import cli_main
 
@@ -15,7 +15,7 @@ def parse_args(argv=None, description=__doc__):
     parser.add_argument("--force", action="store_true", help="rebuild projections that already exist")
     parser.add_argument("--cache-dir", default=None, help="volume cache folder (default: beside the data)")
     parser.add_argument("--workers", type=int, default=2, help="threads reading and writing slices")
-    parser.add_argument("--block-mb", type=int, default=DEFAULT_BLOCK_BYTES // 2**20, help="memory per block of output slices")
+    parser.add_argument("--block-mb", type=int, default=0, help="memory per block of output slices (0: a quarter of the volume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -24,7 +24,7 @@ def run(splits, argv=None, description=__doc__):
     args = parse_args(argv, description)
     store = VolumeStore(args.cache_dir, workers=args.workers, progress=not args.quiet)
     return project_split(
-        args.data_dir, splits, store=store, force=args.force, block_bytes=args.block_mb * 2**20,
+        args.data_dir, splits, store=store, force=args.force, block_bytes=args.block_mb * 2**20 or None,
         workers=args.workers, progress=not args.quiet,
     )
 

@@ -3,7 +3,8 @@
 ``<root>_xz`` holds ``v.transpose(1, 2, 0)`` (H slices of W x Z) and ``<root>_zy`` holds
 ``v.transpose(2, 0, 1)`` (W slices of Z x H), images and labels, in the source's file formats.
 The volume is read from the memory-mapped store in blocks of output slices bounded by
-``block_bytes``, so peak memory stays about one volume (the mapped pages) plus one block.
+``block_bytes`` (default a quarter of the volume), releasing mapped pages as it goes, so peak memory
+is about a quarter of the volume plus a few slices rather than the whole volume.
 Each projection is written to a temporary folder and renamed when complete: an existing output folder
 is always complete and is skipped (``force`` rebuilds it).
 """
@@ -18,24 +19,41 @@ from pathlib import Path
 import numpy as np
 
 from src.data.registry import VIEW_AXES, Group, Registry
-from src.data.volumes import Volume, VolumeStore, write_slice
+from src.data.volumes import Volume, VolumeStore, release_pages, write_slice
 from src.utils.errors import UserError
 from src.utils.progress import track
 
-DEFAULT_BLOCK_BYTES = 256 * 2**20
+BLOCK_FRACTION = 0.25  # default block of output slices: a quarter of the volume
+READ_CHUNK_BYTES = 16 * 2**20  # the volume is read in runs of slices of about this size
 
 
-def _blocks(volume: np.ndarray, view: str, block_bytes: int):
-    """Yield (index, slice) of ``volume`` re-sliced for ``view``, reading bounded blocks."""
-    axis = VIEW_AXES[view][0]
-    n = volume.shape[axis]
-    per_slice = volume.nbytes // max(n, 1)
-    step = max(1, min(n, block_bytes // max(per_slice, 1)))
+def _blocks(volume: np.ndarray, view: str, block_bytes: int | None = None):
+    """Yield (index, slice) of ``volume`` re-sliced for ``view`` (``xz`` or ``zy``).
+
+    Output slices are assembled a block at a time (``block_bytes``, default a quarter of the volume)
+    by reading the volume in runs of z-slices and releasing the mapped pages after each run, so the
+    resident memory is one block plus one run, whatever the volume size.
+    """
     order = VIEW_AXES[view]
+    axis = order[0]
+    if axis == 0:
+        raise ValueError("the z view is the volume itself")
+    n = volume.shape[axis]
+    budget = block_bytes or int(volume.nbytes * BLOCK_FRACTION)
+    step = max(1, min(n, budget // max(1, volume.nbytes // n)))
+    z_run = max(1, READ_CHUNK_BYTES // max(1, volume[0].nbytes))
     for start in range(0, n, step):
+        stop = min(n, start + step)
+        shape = [volume.shape[a] for a in order]
+        shape[0] = stop - start
+        block = np.empty(shape, dtype=volume.dtype)
+        in_volume_order = block.transpose(np.argsort(order))  # a (Z, h, w) view of the block
         index = [slice(None)] * 3
-        index[axis] = slice(start, min(n, start + step))
-        block = np.ascontiguousarray(np.asarray(volume[tuple(index)]).transpose(order))
+        index[axis] = slice(start, stop)
+        for z0 in range(0, volume.shape[0], z_run):
+            index[0] = slice(z0, z0 + z_run)
+            in_volume_order[z0 : z0 + z_run] = volume[tuple(index)]
+            release_pages(volume)
         for i in range(block.shape[0]):
             yield start + i, block[i]
 
@@ -64,7 +82,7 @@ def write_view(
     view: str,
     out_root: Path,
     label_suffix: str,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     workers: int = 2,
     progress: bool = True,
 ) -> None:
@@ -101,7 +119,7 @@ def project_group(
     data_dir: Path,
     store: VolumeStore,
     force: bool = False,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     workers: int = 2,
     progress: bool = True,
 ) -> list[str]:
@@ -125,7 +143,7 @@ def project_split(
     registry: Registry | None = None,
     store: VolumeStore | None = None,
     force: bool = False,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     workers: int = 2,
     progress: bool = True,
 ) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 from collections import deque
@@ -314,12 +315,15 @@ class VolumeStore:
             out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(files), *shape))
             slices = _ordered_map(read_slice, files, self.workers)
             label = f"caching {folder.parent.name}/{folder.name}"
-            for i, (path, arr) in enumerate(zip(files, track(slices, len(files), label, self.progress))):
+            for i, (path, arr) in enumerate(track(zip(files, slices), len(files), label, self.progress)):
                 if arr.shape != shape:
                     raise UserError(f"{path}: slice is {arr.shape[0]}x{arr.shape[1]}, expected {shape[0]}x{shape[1]} like {files[0].name}")
                 if arr.dtype != dtype:
                     raise UserError(f"{path}: slice dtype is {arr.dtype}, expected {dtype} like {files[0].name}")
                 out[i] = arr
+                if (i + 1) % 16 == 0:  # keep the resident part of the new file small
+                    out.flush()
+                    release_pages(out)
                 if counts is not None:
                     counts += np.bincount(arr.ravel(), minlength=counts.size)
             out.flush()
@@ -387,3 +391,16 @@ def slice_shape(path: Path) -> tuple[int, int]:
     except Exception as err:
         raise UserError(f"{path}: unreadable slice header ({type(err).__name__}: {err})") from None
     return int(shape[0]), int(shape[1])
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the resident pages of the file mapping behind ``arr`` (a memmap or a view of one).
+
+    Clean file-backed pages are simply re-read on the next access, so this only lowers the process's
+    resident memory after a pass over a large volume; it is a no-op for ordinary arrays.
+    """
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)

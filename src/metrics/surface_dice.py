@@ -42,17 +42,15 @@ def _as_binary(x, device) -> torch.Tensor:
     return (t.to(device) != 0).to(torch.uint8)
 
 
-def neighbour_codes(stack: torch.Tensor) -> torch.Tensor:
-    """Codes of the cubes between consecutive slices of ``stack`` (k+1, H, W) -> (k, H+1, W+1), uint8.
+def slice_codes(slices: torch.Tensor) -> torch.Tensor:
+    """4-bit code of every 2x2 square of each zero-padded slice: (k, H, W) -> (k, H+1, W+1), uint8.
 
-    Bit weights follow DeepMind's kernel: the earlier slice carries 128 (top-left), 64 (top-right),
-    32 (bottom-left), 16 (bottom-right); the later slice 8, 4, 2, 1. Outside the slice is zero.
+    Bits: 8 top-left, 4 top-right, 2 bottom-left, 1 bottom-right. A cube's 8-bit code is the earlier
+    slice's square code shifted by 4 OR the later one's (DeepMind's kernel: 128, 64, 32, 16 on the
+    earlier slice, 8, 4, 2, 1 on the later), so each slice is coded once, not twice.
     """
-    p = F.pad(stack, (1, 1, 1, 1))
-    a, b = p[:-1], p[1:]
-    code = (a[:, :-1, :-1] << 7) | (a[:, :-1, 1:] << 6) | (a[:, 1:, :-1] << 5) | (a[:, 1:, 1:] << 4)
-    code |= (b[:, :-1, :-1] << 3) | (b[:, :-1, 1:] << 2) | (b[:, 1:, :-1] << 1) | b[:, 1:, 1:]
-    return code
+    p = F.pad(slices, (1, 1, 1, 1))
+    return (p[:, :-1, :-1] << 3) | (p[:, :-1, 1:] << 2) | (p[:, 1:, :-1] << 1) | p[:, 1:, 1:]
 
 
 class SurfaceDiceAccumulator:
@@ -68,8 +66,9 @@ class SurfaceDiceAccumulator:
     def __init__(self, device: torch.device | str = "cpu", start_pred=None, start_true=None):
         self.device = torch.device(device)
         self.hist = torch.zeros(N_CODES * N_CODES, dtype=torch.int64, device=self.device)
-        self._prev_pred = None if start_pred is None else _as_binary(start_pred, self.device)[None]
-        self._prev_true = None if start_true is None else _as_binary(start_true, self.device)[None]
+        # square codes of the slice before the next update (None: zero padding before the volume)
+        self._prev_pred = None if start_pred is None else slice_codes(_as_binary(start_pred, self.device)[None])
+        self._prev_true = None if start_true is None else slice_codes(_as_binary(start_true, self.device)[None])
         self._closed = False
 
     def update(self, pred, true) -> None:
@@ -80,13 +79,14 @@ class SurfaceDiceAccumulator:
             pred, true = pred[None], true[None]
         if pred.shape != true.shape:
             raise ValueError(f"prediction chunk {tuple(pred.shape)} and truth chunk {tuple(true.shape)} differ")
+        code_pred, code_true = slice_codes(pred), slice_codes(true)
         if self._prev_pred is None:
-            self._prev_pred = torch.zeros_like(pred[:1])
-            self._prev_true = torch.zeros_like(true[:1])
-        elif self._prev_pred.shape[1:] != pred.shape[1:]:
-            raise ValueError(f"slice shape changed from {tuple(self._prev_pred.shape[1:])} to {tuple(pred.shape[1:])}")
-        self._count(torch.cat([self._prev_pred, pred]), torch.cat([self._prev_true, true]))
-        self._prev_pred, self._prev_true = pred[-1:], true[-1:]
+            self._prev_pred = torch.zeros_like(code_pred[:1])
+            self._prev_true = torch.zeros_like(code_true[:1])
+        elif self._prev_pred.shape[1:] != code_pred.shape[1:]:
+            raise ValueError(f"slice shape changed from {tuple(pred.shape[1:])} to a different one mid-volume")
+        self._count(torch.cat([self._prev_pred, code_pred]), torch.cat([self._prev_true, code_true]))
+        self._prev_pred, self._prev_true = code_pred[-1:], code_true[-1:]
 
     def close(self) -> None:
         """Add the cubes between the last slice and the zero padding after it (once)."""
@@ -102,9 +102,11 @@ class SurfaceDiceAccumulator:
         self.close()
         return score_from_histogram(self.hist)
 
-    def _count(self, pred_stack: torch.Tensor, true_stack: torch.Tensor) -> None:
-        joint = neighbour_codes(pred_stack).to(torch.int64) * N_CODES + neighbour_codes(true_stack).to(torch.int64)
-        self.hist += torch.bincount(joint.view(-1), minlength=N_CODES * N_CODES)
+    def _count(self, pred_squares: torch.Tensor, true_squares: torch.Tensor) -> None:
+        """Add the cubes between consecutive square-code slices (k+1, H+1, W+1) to the histogram."""
+        pred = ((pred_squares[:-1] << 4) | pred_squares[1:]).to(torch.int32)
+        true = ((true_squares[:-1] << 4) | true_squares[1:]).to(torch.int32)
+        self.hist += torch.bincount((pred * N_CODES + true).view(-1), minlength=N_CODES * N_CODES)
 
 
 def score_from_histogram(hist: torch.Tensor) -> float:
