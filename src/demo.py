@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.data.index import build_index, write_csv_atomic
+from src.data.index import build_index
 from src.data.multiview import project_split
 from src.data.phantom import build_phantom
 from src.data.volumes import VolumeStore
 from src.score import mean_score, read_csv, score_submission, SOLUTION_COLUMNS, SUBMISSION_COLUMNS
 from src.utils.errors import cli_main
+from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
 
 

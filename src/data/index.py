@@ -8,7 +8,6 @@ replacement of the CSVs the original code shipped; it reads slice headers only.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ import pandas as pd
 from src.data.registry import Group, Registry
 from src.data.volumes import list_slices, slice_shape
 from src.utils.errors import UserError, cli_main
+from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
 
 COLUMNS = ["id", "group", "slice", "height", "width", "img_path", "msk_path"]
@@ -71,16 +71,6 @@ def build_index(data_dir: str | Path, registry: Registry | None = None) -> pd.Da
     if not rows:
         raise UserError(f"{data_dir}: no volume group of {registry.path.name} found (expected e.g. train/kidney_1_dense/images)")
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def write_csv_atomic(df: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @cli_main

@@ -21,6 +21,7 @@ import numpy as np
 from src.data.registry import VIEW_AXES, Group, Registry
 from src.data.volumes import Volume, VolumeStore, release_pages, write_slice
 from src.utils.errors import UserError
+from src.utils.files import pid_alive
 from src.utils.progress import track
 
 BLOCK_FRACTION = 0.25  # default block of output slices: a quarter of the volume
@@ -62,18 +63,8 @@ def _remove_abandoned(out_root: Path) -> None:
     """Remove temporary folders of interrupted runs (their process is gone) for ``out_root``."""
     for tmp in out_root.parent.glob(f"{out_root.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_view(

@@ -36,6 +36,7 @@ from scipy import ndimage
 from src.data.volumes import read_slice, write_slice
 from src.metrics.rle import EMPTY_RLE, rle_encode
 from src.utils.errors import UserError, cli_main
+from src.utils.files import pid_alive
 
 GENERATOR = "src.data.phantom"
 FORMAT_VERSION = 1
@@ -785,17 +786,6 @@ def existing_build(out: Path, seed: int, size: str, force: bool) -> dict | None:
             f"(version {marker.get('format_version')}); pass --force to replace it"
         )
     return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale_temporaries(out: Path) -> None:
