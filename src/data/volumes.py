@@ -180,6 +180,15 @@ class Volume:
     first: int
     suffix: str
     stats: tuple[float, float] | None = None
+    cache: Path | None = None  # the .npy behind ``data``
+    offset: int = 0  # index of data[0] in that file
+
+    def __reduce__(self):
+        """Pickle as a reference to the cache file (cheap for DataLoader workers started by spawn)."""
+        if self.cache is None:
+            return super().__reduce__()
+        fields = (self.folder, self.first, self.suffix, self.stats, self.cache, self.offset, len(self))
+        return (_reopen, fields)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -202,7 +211,9 @@ class Volume:
                 f"{self.folder}: slices {first:04d}-{last:04d} requested, folder holds "
                 f"{self.first:04d}-{self.first + len(self) - 1:04d}"
             )
-        return Volume(self.folder, self.data[first - self.first : last - self.first + 1], first, self.suffix, self.stats)
+        start = first - self.first
+        data = self.data[start : last - self.first + 1]
+        return Volume(self.folder, data, first, self.suffix, self.stats, self.cache, self.offset + start)
 
     def normalise(self, arr: np.ndarray) -> np.ndarray:
         """Min-max normalise with the volume's percentiles and clip to [0, 1] (float32)."""
@@ -211,6 +222,11 @@ class Volume:
         lo, hi = self.stats
         out = (np.asarray(arr, dtype=np.float32) - lo) / max(hi - lo, 1e-6)
         return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _reopen(folder, first, suffix, stats, cache, offset, length) -> Volume:
+    data = np.load(cache, mmap_mode="r")[offset : offset + length]
+    return Volume(folder, data, first, suffix, stats, cache, offset)
 
 
 class VolumeStore:
@@ -299,7 +315,7 @@ class VolumeStore:
         if list(data.shape) != meta["shape"] or str(data.dtype) != meta["dtype"]:
             return None
         stats = tuple(meta["stats"]) if meta.get("stats") else None
-        return Volume(folder, data, int(meta["first"]), meta["suffix"], stats)  # type: ignore[arg-type]
+        return Volume(folder, data, int(meta["first"]), meta["suffix"], stats, npy)  # type: ignore[arg-type]
 
     def _build(self, folder: Path, files: list[Path], npy: Path, meta_path: Path, fingerprint: str, kind: str) -> Volume:
         first = read_slice(files[0])

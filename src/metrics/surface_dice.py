@@ -67,9 +67,17 @@ class SurfaceDiceAccumulator:
         self.device = torch.device(device)
         self.hist = torch.zeros(N_CODES * N_CODES, dtype=torch.int64, device=self.device)
         # square codes of the slice before the next update (None: zero padding before the volume)
-        self._prev_pred = None if start_pred is None else slice_codes(_as_binary(start_pred, self.device)[None])
-        self._prev_true = None if start_true is None else slice_codes(_as_binary(start_true, self.device)[None])
+        self._prev_pred = self._prev_true = None
         self._closed = False
+        if start_pred is not None:
+            self.set_start(start_pred, start_true)
+
+    def set_start(self, pred, true) -> None:
+        """Declare the slice just before the first one to come (instead of the zero padding)."""
+        if self._prev_pred is not None:
+            raise RuntimeError("set_start() must come before the first update()")
+        self._prev_pred = slice_codes(_as_binary(pred, self.device)[None])
+        self._prev_true = slice_codes(_as_binary(true, self.device)[None])
 
     def update(self, pred, true) -> None:
         if self._closed:

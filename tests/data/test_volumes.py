@@ -206,3 +206,16 @@ def test_error_non_numeric_name(tmp_path, volume):
     write_slice(folder / "slice_a.tif", volume[0])
     with pytest.raises(UserError, match="slice_a.tif: slice file name is not a slice number"):
         list_slices(folder)
+
+
+def test_volumes_pickle_as_cheap_references(tmp_path, volume):
+    import pickle
+
+    images = write_volume(tmp_path / "k3s" / "images", volume)
+    labels = write_volume(tmp_path / "k3d" / "labels", np.zeros((4, 17, 23), np.uint8), first=5)
+    image, _ = VolumeStore(progress=False).open_pair(images, labels, images_follow_labels=True)
+    blob = pickle.dumps(image)
+    assert len(blob) < 2000  # a reference, not the voxels
+    back = pickle.loads(blob)
+    assert isinstance(back.data, np.memmap) and back.first == 5 and back.stats == image.stats
+    np.testing.assert_array_equal(back.data, volume[5:9])

@@ -1,0 +1,145 @@
+"""2.5-D multiview datamodule: the registry's 2-D fold, read from the memory-mapped volume store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
+
+from src.data.dataset_2d import SliceSource, TrainSlices, ValidationSlices
+from src.data.registry import Group, Registry
+from src.data.transforms import build_transforms
+from src.data.volumes import VolumeStore
+from src.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def check_in_channels(in_channels: int) -> int:
+    if int(in_channels) < 1 or int(in_channels) % 2 == 0:
+        raise UserError(f"data.in_channels must be odd (1, 3, 5, ...): the centre slice and as many neighbours on each side, got {in_channels}")
+    return int(in_channels)
+
+
+def per_device_batch_size(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise UserError(f"data.batch_size={batch_size} does not divide over {world_size} devices; choose a multiple of {world_size}")
+    return batch_size // world_size
+
+
+def seed_augmentation_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own augmentation random stream.
+
+    albumentations 2 keeps its own RNG inside ``Compose``; forked workers would otherwise all replay
+    the parent's stream. ``torch.initial_seed()`` differs per worker and per epoch, and follows the run seed.
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if transform is not None:
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+class MultiviewDataModule(LightningDataModule):
+    """Training slices of every group of ``fold`` present on disk (with their ``_xz``/``_zy`` projections),
+    validation on whole slices of the fold's validation volume.
+
+    ``batch_size`` is the global batch: each of N devices gets ``batch_size / N``. Under DDP the
+    validation volume is split into contiguous slice ranges, one per process (see ``ValidationSlices``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        fold: int = 0,
+        in_channels: int = 3,
+        img_size: int = 512,
+        batch_size: int = 32,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        train_mutliplier: int = 2,
+        aug: str = "hard",
+        cache_dir: str | None = None,
+        registry: str | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        check_in_channels(in_channels)
+        self.data_dir = Path(data_dir)
+        self.registry = Registry.load(registry)
+        self.fold = self.registry.fold("2d", int(fold))
+        self.train_transform = build_transforms(aug, img_size)
+        self.batch_size_per_device = batch_size
+        self.train_set: TrainSlices | None = None
+        self.val_set: ValidationSlices | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _source(self, store: VolumeStore, group: Group) -> SliceSource:
+        image, label = store.open_pair(group.images_dir(self.data_dir), group.labels_dir(self.data_dir), group.images_follow_labels)
+        return SliceSource(group, image, label, self.registry.label_threshold)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.data_dir.is_dir():
+            raise UserError(f"paths.data_dir={self.data_dir} is not a folder (set RAW_DATA_DIR in SETTINGS.json or override paths.data_dir)")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, world)
+        if self.train_set is not None and self.val_set is not None:
+            return
+        store = VolumeStore(self.hparams.cache_dir, progress=self.hparams.progress and rank == 0)
+        sources = []
+        for group in self.fold.train:
+            if group.is_present(self.data_dir):
+                sources.append(self._source(store, group))
+            else:
+                log.info("fold %d: %s not found under %s, skipped", self.fold.fold, group.labels, self.data_dir)
+        if not sources:
+            wanted = ", ".join(g.name for g in self.fold.train)
+            raise UserError(f"fold {self.fold.fold} has no training data under {self.data_dir} (looked for {wanted})")
+        val_group = self.fold.val
+        if not val_group.is_present(self.data_dir):
+            raise UserError(f"fold {self.fold.fold}: validation volume {val_group.name} not found ({self.data_dir / str(val_group.labels)})")
+        val_source = self._source(store, val_group)
+        # augmentations follow the run seed in the main process too (albumentations has its own RNG)
+        self.train_transform.set_random_seed(int(torch.randint(2**31, ()).item()))
+        self.train_set = TrainSlices(sources, self.hparams.in_channels, self.train_transform, self.hparams.train_mutliplier)
+        n = len(val_source)
+        start, stop = rank * n // world, (rank + 1) * n // world
+        self.val_set = ValidationSlices(val_source, self.hparams.in_channels, start, stop, context=world > 1)
+        log.info(
+            "fold %d: %d training slices from %s; validation %s slices %d-%d",
+            self.fold.fold, len(self.train_set), ", ".join(s.group.name for s in sources), val_group.name, start, stop - 1,
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset, batch_size: int, sampler=None, worker_init_fn=None) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+            drop_last=False,
+            worker_init_fn=worker_init_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:
+            sampler = DistributedSampler(self.train_set, num_replicas=world, rank=self.trainer.global_rank, shuffle=True)
+        else:
+            sampler = RandomSampler(self.train_set)
+        return self._loader(self.train_set, self.batch_size_per_device, sampler, seed_augmentation_worker)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return self._loader(self.val_set, self.hparams.val_batch_size)

@@ -1,0 +1,117 @@
+"""The original augmentation schemes, ported to albumentations 2.x with the behaviour of 1.x.
+
+albumentations 2 renamed or dropped what the recipe used, and ignores old argument names with only a
+warning, so every transform below spells out what 1.x did by default:
+  * ``ShiftScaleRotate(scale_limit=0.2)`` -> ``Affine``: isotropic scale 0.8-1.2 (``keep_ratio``),
+    shift +-6.25 %, rotation +-45 deg, bilinear image / nearest mask, reflect-101 border, p 0.5;
+  * ``PadIfNeeded`` pads with reflect-101 (2.x pads with zeros by default);
+  * ``RandomBrightness()`` -> brightness-only ``RandomBrightnessContrast`` (limit 0.2, p 0.5);
+  * ``Cutout()`` -> ``CoarseDropout`` with 8 holes of 8x8 pixels filled with 0, image only, p 0.5;
+  * ``ChannelDropout`` drops one neighbouring slice but never the centre one (the original meant to,
+    but compared a list with an int, so it sometimes dropped the centre).
+The ``kernel`` scheme's RandomScale used ``scale_limit=(0.8, 1.25)``, which albumentations reads as
+factors 1.8-2.25; it is ported as the intended 0.8-1.25, and its RandomCrop pads small slices.
+Masks stay binary: every geometric transform uses nearest-neighbour interpolation for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+
+from src.utils.errors import UserError
+
+REFLECT = cv2.BORDER_REFLECT_101
+SCHEMES = ("hard", "d4", "d4_scaled", "hard_random", "severe", "severe_v2", "kernel")
+
+
+class CentreKeepingChannelDropout(A.ChannelDropout):
+    """``ChannelDropout`` over the neighbouring slices of a 2.5-D stack: the centre slice is never dropped.
+
+    With a single channel there is nothing to drop and the image passes unchanged.
+    """
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, list[int]]:
+        image = data["image"]
+        channels = image.shape[-1] if image.ndim == 3 else 1
+        candidates = [c for c in range(channels) if c != channels // 2]
+        if not candidates:
+            return {"channels_to_drop": []}
+        low, high = self.channel_drop_range
+        count = self.py_random.randint(min(low, len(candidates)), min(high, len(candidates)))
+        return {"channels_to_drop": self.py_random.sample(candidates, k=count)}
+
+    def apply(self, img, channels_to_drop: list[int], **params: Any):
+        if not channels_to_drop:
+            return img
+        return super().apply(img, channels_to_drop, **params)
+
+
+def shift_scale_rotate(scale_limit: float = 0.2, rotate_limit: float = 45, interpolation: int = cv2.INTER_LINEAR) -> A.Affine:
+    """albumentations 1.x ``ShiftScaleRotate`` defaults (bar ``scale_limit``) as a 2.x ``Affine``."""
+    return A.Affine(
+        scale=(1 - scale_limit, 1 + scale_limit),
+        keep_ratio=True,
+        translate_percent=(-0.0625, 0.0625),
+        rotate=(-rotate_limit, rotate_limit),
+        interpolation=interpolation,
+        mask_interpolation=cv2.INTER_NEAREST,
+        border_mode=REFLECT,
+        p=0.5,
+    )
+
+
+def brightness_contrast_gamma(with_brightness_only: bool = True) -> A.OneOf:
+    """One of brightness+contrast, brightness only (1.x ``RandomBrightness``), gamma; each p 0.5 as in 1.x."""
+    options = [A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)]
+    if with_brightness_only:
+        options.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5))
+    options.append(A.RandomGamma(gamma_limit=(80, 120), p=0.5))
+    return A.OneOf(options, p=1.0)
+
+
+def d4() -> list:
+    return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+
+
+def build_transforms(scheme: str, img_size: int) -> A.Compose:
+    """The training augmentation ``scheme`` for square crops of ``img_size``."""
+    size = int(img_size)
+    pad = A.PadIfNeeded(min_height=size, min_width=size, border_mode=REFLECT, p=1.0)
+    crop_vessels = A.CropNonEmptyMaskIfExists(height=size, width=size, p=1.0)
+    if scheme == "hard":
+        steps = [pad, crop_vessels, shift_scale_rotate(), *d4(), brightness_contrast_gamma()]
+    elif scheme == "d4":
+        steps = [pad, crop_vessels, *d4()]
+    elif scheme == "d4_scaled":
+        steps = [pad, crop_vessels, shift_scale_rotate(rotate_limit=0), *d4()]
+    elif scheme == "hard_random":
+        steps = [pad, A.RandomCrop(height=size, width=size, p=1.0), shift_scale_rotate(), *d4(),
+                 brightness_contrast_gamma(with_brightness_only=False)]
+    elif scheme == "severe":
+        steps = [
+            pad, crop_vessels, shift_scale_rotate(), *d4(), brightness_contrast_gamma(),
+            CentreKeepingChannelDropout(channel_drop_range=(1, 1), fill=0, p=0.5),
+            A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
+        ]
+    elif scheme == "severe_v2":
+        steps = [
+            pad, crop_vessels,
+            A.OneOf([shift_scale_rotate(interpolation=cv2.INTER_NEAREST), shift_scale_rotate(interpolation=cv2.INTER_LINEAR)], p=1.0),
+            *d4(), brightness_contrast_gamma(),
+        ]
+    elif scheme == "kernel":
+        steps = [
+            A.Rotate(limit=270, border_mode=REFLECT, p=0.25),
+            A.RandomScale(scale_limit=(-0.2, 0.25), interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST, p=0.25),
+            A.RandomCrop(height=size, width=size, pad_if_needed=True, border_mode=REFLECT, p=1.0),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.25),
+            A.GaussianBlur(blur_limit=(3, 7), p=0.1),
+            A.MotionBlur(blur_limit=(3, 7), p=0.1),
+            A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=REFLECT, p=0.1),
+        ]
+    else:
+        raise UserError(f"unknown augmentation scheme data.aug={scheme!r} (choose one of {', '.join(SCHEMES)})")
+    return A.Compose(steps, p=1.0)

@@ -1,0 +1,1 @@
+"""Models: LightningModules and losses."""

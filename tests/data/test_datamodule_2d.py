@@ -1,0 +1,108 @@
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from src.data.datamodule_2d import MultiviewDataModule, per_device_batch_size
+from src.data.dataset_2d import ValidationSlices, stack_slices
+from src.data.volumes import VolumeStore
+from src.utils.errors import UserError
+
+
+def make(data_dir, **kw):
+    args = dict(data_dir=str(data_dir), fold=0, in_channels=3, img_size=32, batch_size=4, num_workers=0, aug="hard", progress=False)
+    args.update(kw)
+    return MultiviewDataModule(**args)
+
+
+def test_training_samples_are_normalised_stacks_with_binary_masks(tiny_phantom):
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["mask"].shape == (4, 1, 32, 32)
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+    # fold 0 before pseudo labels: kidney_1_dense and kidney_2 (projections not generated in this fixture)
+    assert [s.group.name for s in dm.train_set.sources] == ["kidney_1_dense", "kidney_2"]
+    assert len(dm.train_set) == 2 * sum(len(s) for s in dm.train_set.sources)  # train_mutliplier 2
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_stack_holds_neighbours_and_zeros_beyond_the_ends(tiny_phantom, channels):
+    volume = VolumeStore(progress=False).open(tiny_phantom / "train" / "kidney_1_dense" / "images")
+    r = channels // 2
+    for z in (0, 1, len(volume) // 2, len(volume) - 1):
+        stack = stack_slices(volume, z, channels)
+        assert stack.shape == (*volume.shape[1:], channels)
+        for k in range(channels):
+            zz = z - r + k
+            expected = volume.normalise(volume.data[zz]) if 0 <= zz < len(volume) else 0
+            np.testing.assert_array_equal(stack[..., k], expected)
+        assert stack.min() >= 0 and stack.max() <= 1
+
+
+def test_samples_never_list_folders(tiny_phantom, monkeypatch):
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+
+    def forbidden(*a, **k):
+        raise AssertionError("directory listing while sampling")
+
+    monkeypatch.setattr(os, "listdir", forbidden)
+    monkeypatch.setattr(os, "scandir", forbidden)
+    for i in range(0, len(dm.train_set), 37):
+        dm.train_set[i]
+    dm.val_set[0]
+
+
+def test_validation_yields_whole_slices_in_order(tiny_phantom):
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+    batches = list(dm.val_dataloader())
+    slices = [int(b["slice"]) for b in batches]
+    assert slices == list(range(len(slices)))
+    assert batches[0]["image"].shape[-2:] == dm.val_set.source.image.shape[1:]
+    assert bool(batches[-1]["last"]) and not any(bool(b["context"]) for b in batches)
+
+
+def test_distributed_shards_are_contiguous_with_one_context_slice(tiny_phantom):
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+    source = dm.val_set.source
+    n = len(source)
+    first = ValidationSlices(source, 3, 0, n // 2, context=True)
+    second = ValidationSlices(source, 3, n // 2, n, context=True)
+    assert first.slices == list(range(0, n // 2)) and first.context_slice is None
+    assert second.slices == list(range(n // 2 - 1, n)) and second.context_slice == n // 2 - 1
+    assert second[0]["context"] and not second[1]["context"] and second[len(second) - 1]["last"]
+
+
+def test_absent_groups_are_skipped_with_a_log_line(tiny_phantom, caplog):
+    caplog.set_level(logging.INFO)
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+    assert "hoa_ladaf_2020_31" not in [s.group.name for s in dm.train_set.sources]
+    assert "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_/labels not found" in caplog.text
+
+
+def test_no_training_data_is_a_clear_error(tmp_path, tiny_phantom):
+    data = tmp_path / "raw"
+    shutil.copytree(tiny_phantom / "train" / "kidney_3_sparse", data / "train" / "kidney_3_sparse")
+    shutil.copytree(tiny_phantom / "train" / "kidney_3_dense", data / "train" / "kidney_3_dense")
+    with pytest.raises(UserError, match="fold 0 has no training data"):
+        make(data).setup("fit")
+
+
+def test_bad_settings_are_clear_errors(tmp_path, tiny_phantom):
+    with pytest.raises(UserError, match="must be odd"):
+        make(tiny_phantom, in_channels=4)
+    with pytest.raises(UserError, match="fold 5 is not defined for 2d"):
+        make(tiny_phantom, fold=5)
+    with pytest.raises(UserError, match="is not a folder"):
+        make(tmp_path / "nowhere").setup("fit")
+    with pytest.raises(UserError, match="does not divide over 3 devices"):
+        per_device_batch_size(32, 3)
+    assert per_device_batch_size(32, 2) == 16

@@ -1,0 +1,148 @@
+"""Stage-1 training: configs compose, a tiny run trains, resumes, DDP (2 CPU processes) validates identically."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from src.train import train
+from src.utils.errors import UserError
+from src.utils.settings import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+TINY = [
+    "experiment=demo",
+    "data.img_size=64",
+    "data.batch_size=4",
+    "model.val_window.sw_batch_size=32",
+    "extras.print_config=false",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def compose_cfg(overrides, output_dir=None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.log_dir = str(output_dir)
+        HydraConfig().set_config(cfg)
+    return cfg
+
+
+def test_default_config_carries_the_recipe():
+    cfg = compose_cfg([])
+    assert cfg.model.net.arch == "UnetPlusPlus" and cfg.model.net.encoder_name == "tu-tf_efficientnet_b5"
+    assert cfg.model.net.encoder_weights == "imagenet"
+    assert cfg.model.optimizer._target_ == "torch.optim.RAdam" and cfg.model.optimizer.lr == 3e-4
+    assert cfg.model.scheduler.T_max == 17000 and cfg.model.scheduler.eta_min == 1e-6
+    assert (cfg.data.img_size, cfg.data.batch_size, cfg.data.in_channels, cfg.data.train_mutliplier, cfg.data.aug) == (512, 32, 3, 2, "hard")
+    assert cfg.trainer.max_epochs == 30 and cfg.trainer.gradient_clip_val == 12
+    assert dict(cfg.model.val_window) == {"roi_size": 512, "sw_batch_size": 8, "overlap": 0.25, "mode": "gaussian", "padding_mode": "reflect"}
+    assert list(cfg.model.sd_thresholds) == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
+    cb = cfg.callbacks.model_checkpoint
+    assert (cb.monitor, cb.save_top_k, cb.save_last, cb.filename) == ("val/dice", 3, True, "epoch_{epoch:03d}_dice_{val/dice:.4f}")
+    assert cfg.run_name == "UnetPlusPlus_tu-tf_efficientnet_b5_size_3_512_bs32_hard"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment):
+    cfg = compose_cfg([f"experiment={experiment}"])
+    assert cfg.data._target_ and cfg.model._target_ and cfg.trainer._target_
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_sim", "mps"])
+def test_every_trainer_composes(trainer):
+    cfg = compose_cfg([f"trainer={trainer}"])
+    assert cfg.trainer.use_distributed_sampler is False
+    if trainer == "ddp":
+        assert cfg.trainer.devices == 2 and cfg.trainer.strategy == "ddp" and cfg.trainer.precision == "16-mixed"
+
+
+def test_default_trainer_picks_precision_by_accelerator():
+    import torch
+
+    cfg = compose_cfg([])
+    assert cfg.trainer.precision == ("16-mixed" if torch.cuda.is_available() else "32-true")
+
+
+def test_fast_dev_run_on_tiny_phantom(tiny_phantom, tmp_path):
+    cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "logger=csv"], tmp_path)
+    metrics = train(cfg)
+    for key in ("train/loss_step", "val/loss", "val/dice", *(f"val/sd@{t:g}" for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5))):
+        assert key in metrics, key
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "metrics.json").exists()
+
+
+def test_resume_from_checkpoint(tiny_phantom, tmp_path):
+    first = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                         "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv"], tmp_path / "a")
+    train(first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    assert len(list((tmp_path / "a" / "checkpoints").glob("epoch_000_dice_*.ckpt"))) == 1
+    second = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+                          "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv", f"ckpt_path={last}"], tmp_path / "b")
+    train(second)
+    import torch
+
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1 and state["global_step"] == 4
+    assert state["hyper_parameters"]["net"]["encoder_name"] == "tu-efficientnet_b0"  # the network is rebuildable
+
+
+def test_clear_errors_in_process(tiny_phantom, tmp_path):
+    with pytest.raises(UserError, match="must be odd"):
+        train(compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "data.in_channels=4"], tmp_path / "a"))
+    with pytest.raises(UserError, match="fold 3 is not defined"):
+        train(compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "data.fold=3"], tmp_path / "b"))
+
+
+def run_cli(*overrides, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "src.train", *TINY, *overrides], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_cli_bad_data_dir_is_one_line_exit_2(tmp_path):
+    out = run_cli(f"paths.data_dir={tmp_path / 'missing'}", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is not a folder" in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_ddp_sim_validation_equals_single_process(tiny_phantom, tmp_path):
+    """2 CPU processes (gloo) validate contiguous halves of the volume; the surface Dice is the same."""
+    common = [f"paths.data_dir={tiny_phantom}", f"paths.log_dir={tmp_path}", "train=false", "logger=csv",
+              "model.val_window.sw_batch_size=4", "seed=7"]
+    results = {}
+    for trainer in ("cpu", "ddp_sim"):
+        out = run_cli(*common, f"trainer={trainer}", f"task_name={trainer}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (metrics,) = list((tmp_path / trainer).rglob("metrics.json"))
+        results[trainer] = json.loads(metrics.read_text())["metrics"]
+    single, ddp = results["cpu"], results["ddp_sim"]
+    for key in (k for k in single if k.startswith("val/sd@")):
+        assert ddp[key] == single[key], key
+    assert ddp["val/dice"] == pytest.approx(single["val/dice"], abs=1e-6)
+
+
+def test_two_runs_started_at_once_get_different_folders(tmp_path):
+    code = "import sys; from src.utils.resolvers import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "runs" / "name" / "0")], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    dirs = [p.communicate()[0].strip() for p in procs]
+    assert len(set(dirs)) == 4 and all(Path(d).is_dir() for d in dirs)
+    assert str(tmp_path / "runs" / "name" / "0") in dirs
