@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_
 
 from src.data.dataset_2d import SliceSource, TrainSlices, ValidationSlices
 from src.data.registry import Group, Registry
-from src.data.transforms import build_transforms
+from src.data.transforms import build_augmentation
 from src.data.volumes import VolumeStore
 from src.utils.errors import UserError
 
@@ -37,9 +37,8 @@ def seed_augmentation_worker(worker_id: int) -> None:
     the parent's stream. ``torch.initial_seed()`` differs per worker and per epoch, and follows the run seed.
     """
     info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None:
-        transform.set_random_seed(torch.initial_seed() % 2**32)
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(torch.initial_seed() % 2**32)
 
 
 class MultiviewDataModule(LightningDataModule):
@@ -73,7 +72,7 @@ class MultiviewDataModule(LightningDataModule):
         self.data_dir = Path(data_dir)
         self.registry = Registry.load(registry)
         self.fold = self.registry.fold("2d", int(fold))
-        self.train_transform = build_transforms(aug, img_size)
+        self.augmentation = build_augmentation(aug, img_size)
         self.batch_size_per_device = batch_size
         self.train_set: TrainSlices | None = None
         self.val_set: ValidationSlices | None = None
@@ -105,9 +104,10 @@ class MultiviewDataModule(LightningDataModule):
         if not val_group.is_present(self.data_dir):
             raise UserError(f"fold {self.fold.fold}: validation volume {val_group.name} not found ({self.data_dir / str(val_group.labels)})")
         val_source = self._source(store, val_group)
-        # augmentations follow the run seed in the main process too (albumentations has its own RNG)
-        self.train_transform.set_random_seed(int(torch.randint(2**31, ()).item()))
-        self.train_set = TrainSlices(sources, self.hparams.in_channels, self.train_transform, self.hparams.train_mutliplier)
+        # crops and augmentations follow the run seed in the main process too (albumentations has its own RNG)
+        seed = int(torch.randint(2**31, ()).item())
+        self.train_set = TrainSlices(sources, self.hparams.in_channels, self.augmentation, self.hparams.train_mutliplier, seed)
+        self.train_set.reseed(seed)
         n = len(val_source)
         start, stop = rank * n // world, (rank + 1) * n // world
         self.val_set = ValidationSlices(val_source, self.hparams.in_channels, start, stop, context=world > 1)

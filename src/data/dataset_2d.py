@@ -34,13 +34,22 @@ class SliceSource:
         return (np.asarray(self.label.data[index]) > self.threshold).astype(np.uint8)
 
 
-def stack_slices(volume: Volume, index: int, channels: int) -> np.ndarray:
-    """(H, W, channels) float32: slices index-r..index+r normalised, zeros beyond the volume's ends."""
+def stack_slices(volume: Volume, index: int, channels: int, window: tuple[int, int, int] | None = None) -> np.ndarray:
+    """(H, W, channels) float32: slices index-r..index+r normalised, zeros beyond the volume's ends.
+
+    ``window=(y0, x0, size)`` reads only that square of each slice from the memory map.
+    """
     r = channels // 2
     lo, hi = max(0, index - r), min(len(volume), index + r + 1)
-    height, width = volume.data.shape[1:]
+    if window is None:
+        rows, cols = slice(None), slice(None)
+        height, width = volume.data.shape[1:]
+    else:
+        y0, x0, size = window
+        rows, cols = slice(y0, y0 + size), slice(x0, x0 + size)
+        height = width = size
     out = np.zeros((height, width, channels), dtype=np.float32)
-    block = volume.normalise(volume.data[lo:hi])  # (hi - lo, H, W), one read of the memory map
+    block = volume.normalise(volume.data[lo:hi, rows, cols])  # one read of the memory map
     start = lo - (index - r)
     out[..., start : start + (hi - lo)] = block.transpose(1, 2, 0)
     return out
@@ -53,13 +62,40 @@ def _to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torc
     )
 
 
-class TrainSlices(Dataset):
-    """Every slice of every source, ``multiplier`` times per epoch, augmented by ``transform``."""
+def crop_window(mask: np.ndarray, size: int, mode: str, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a ``size`` square crop, chosen like albumentations' crops.
 
-    def __init__(self, sources: list[SliceSource], in_channels: int, transform=None, multiplier: int = 1):
+    ``"vessel"`` (CropNonEmptyMaskIfExists): a uniformly drawn foreground pixel ends up at a uniformly
+    drawn position inside the crop (clipped to the slice); an empty mask gives a random crop.
+    ``"random"`` (RandomCrop): uniform.
+    """
+    height, width = mask.shape
+    if mode == "vessel" and mask.any():
+        per_row = np.count_nonzero(mask, axis=1)
+        cumulative = np.cumsum(per_row)
+        k = int(rng.integers(cumulative[-1]))
+        y = int(np.searchsorted(cumulative, k, side="right"))
+        before = int(cumulative[y - 1]) if y else 0
+        x = int(np.flatnonzero(mask[y])[k - before])
+        y0 = min(max(y - int(rng.integers(size)), 0), height - size)
+        x0 = min(max(x - int(rng.integers(size)), 0), width - size)
+        return y0, x0
+    return int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+
+
+class TrainSlices(Dataset):
+    """Every slice of every source, ``multiplier`` times per epoch, augmented.
+
+    With an :class:`~src.data.transforms.Augmentation` whose scheme starts with pad + crop, the crop
+    is chosen on the label slice and only that square of the image stack is read and normalised;
+    slices smaller than the crop go through the whole scheme (padding first), as in the original.
+    """
+
+    def __init__(self, sources: list[SliceSource], in_channels: int, augmentation=None, multiplier: int = 1, seed: int = 0):
         self.sources = sources
         self.in_channels = in_channels
-        self.transform = transform
+        self.augmentation = augmentation
+        self.rng = np.random.default_rng(seed)
         self.multiplier = max(1, int(multiplier))
         self.source_index = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(sources)])
         self.slice_index = np.concatenate([np.arange(len(s), dtype=np.int32) for s in sources])
@@ -67,14 +103,27 @@ class TrainSlices(Dataset):
     def __len__(self) -> int:
         return len(self.slice_index) * self.multiplier
 
+    def reseed(self, seed: int) -> None:
+        """New random streams for crops and augmentation (each DataLoader worker calls this)."""
+        self.rng = np.random.default_rng(seed)
+        if self.augmentation is not None:
+            self.augmentation.set_random_seed(seed)
+
     def __getitem__(self, item: int) -> dict:
         item %= len(self.slice_index)
         source = self.sources[self.source_index[item]]
         z = int(self.slice_index[item])
-        image = stack_slices(source.image, z, self.in_channels)
         mask = source.mask(z)
-        if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
+        aug = self.augmentation
+        if aug is None:
+            image = stack_slices(source.image, z, self.in_channels)
+        elif aug.crop is not None and min(mask.shape) >= aug.size:
+            y0, x0 = crop_window(mask, aug.size, aug.crop, self.rng)
+            image = stack_slices(source.image, z, self.in_channels, (y0, x0, aug.size))
+            out = aug.pipeline(image=image, mask=mask[y0 : y0 + aug.size, x0 : x0 + aug.size])
+            image, mask = out["image"], out["mask"]
+        else:
+            out = aug.full(image=stack_slices(source.image, z, self.in_channels), mask=mask)
             image, mask = out["image"], out["mask"]
         image_t, mask_t = _to_tensors(image, mask)
         return {"image": image_t, "mask": mask_t, "source": int(self.source_index[item]), "slice": z}

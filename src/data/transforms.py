@@ -16,6 +16,7 @@ Masks stay binary: every geometric transform uses nearest-neighbour interpolatio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -74,6 +75,34 @@ def brightness_contrast_gamma(with_brightness_only: bool = True) -> A.OneOf:
 
 def d4() -> list:
     return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A scheme split for cropping before reading: ``crop`` is what its leading PadIfNeeded + crop did
+    (``"vessel"``: CropNonEmptyMaskIfExists, ``"random"``: RandomCrop, ``None``: the pipeline crops
+    itself), ``pipeline`` what follows the crop."""
+
+    scheme: str
+    size: int
+    crop: str | None
+    pipeline: A.Compose
+    full: A.Compose  # the whole scheme, for slices smaller than the crop (padded first, as the original)
+
+    def set_random_seed(self, seed: int) -> None:
+        self.pipeline.set_random_seed(seed)
+        self.full.set_random_seed(seed + 1)
+
+
+def build_augmentation(scheme: str, img_size: int) -> Augmentation:
+    """``scheme`` with its leading pad + crop taken out where the dataset can do it on the memory map."""
+    full = build_transforms(scheme, img_size)
+    steps = list(full.transforms)
+    kinds = [type(t).__name__ for t in steps[:2]]
+    crop = {"CropNonEmptyMaskIfExists": "vessel", "RandomCrop": "random"}.get(kinds[1]) if kinds[0] == "PadIfNeeded" else None
+    if crop is None:
+        return Augmentation(scheme, int(img_size), None, full, full)
+    return Augmentation(scheme, int(img_size), crop, A.Compose(steps[2:], p=1.0), full)
 
 
 def build_transforms(scheme: str, img_size: int) -> A.Compose:

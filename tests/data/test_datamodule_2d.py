@@ -106,3 +106,34 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_phantom):
     with pytest.raises(UserError, match="does not divide over 3 devices"):
         per_device_batch_size(32, 3)
     assert per_device_batch_size(32, 2) == 16
+
+
+def test_crop_window_contains_vessels_and_stays_inside():
+    from src.data.dataset_2d import crop_window
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((300, 200), np.uint8)
+    mask[[5, 150, 290], [190, 3, 100]] = 1
+    hits = set()
+    for _ in range(300):
+        y0, x0 = crop_window(mask, 64, "vessel", rng)
+        assert 0 <= y0 <= 300 - 64 and 0 <= x0 <= 200 - 64
+        inside = mask[y0 : y0 + 64, x0 : x0 + 64]
+        assert inside.any()
+        hits.add(tuple(np.argwhere(inside)[0] + (y0, x0)))
+    assert len(hits) == 3  # every vessel pixel gets picked
+    y0, x0 = crop_window(np.zeros((80, 70), np.uint8), 64, "vessel", rng)
+    assert 0 <= y0 <= 16 and 0 <= x0 <= 6
+
+
+def test_windowed_stack_equals_the_crop_of_the_full_stack(tiny_phantom):
+    volume = VolumeStore(progress=False).open(tiny_phantom / "train" / "kidney_2" / "images")
+    full = stack_slices(volume, 0, 5)
+    np.testing.assert_array_equal(stack_slices(volume, 0, 5, (3, 7, 20)), full[3:23, 7:27])
+
+
+def test_large_and_small_slices_both_give_crops(tiny_phantom):
+    dm = make(tiny_phantom, img_size=40)  # tiny slices are about 28-70 pixels: some pad, some crop first
+    dm.setup("fit")
+    shapes = {tuple(dm.train_set[i]["image"].shape) for i in range(0, len(dm.train_set), 11)}
+    assert shapes == {(3, 40, 40)}

@@ -1,0 +1,146 @@
+"""One prepared check of the CUDA paths, for a machine with a GPU: ``python -m benchmarks.gpu_check OUT_DIR``.
+
+1. surface Dice on CUDA tensors equals the CPU value (and its time);
+2. stage 1 trains on the GPU with the default trainer (16-mixed, sliding-window validation on the GPU);
+3. DDP on one GPU validates the trained checkpoint to the same ``val/sd@*`` as the single-device trainer;
+4. the recipe's network (UNet++ / EfficientNet-B5 and B6, 3 channels, 512^2, batch 16 per GPU, 16-mixed):
+   time per training step, and sliding-window inference on a real-sized 1303x912 slice.
+Prints a summary and writes it to OUT_DIR/gpu_check.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src.data.multiview import project_split
+from src.data.phantom import build_phantom
+from src.metrics.surface_dice import surface_dice
+
+
+def timed(fn, repeat=3):
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        value = fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, value
+
+
+def check_metric(report):
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[:128, :256, :256]
+    a = ((z - 64) ** 2 + (y - 128) ** 2 + (x - 120) ** 2) < 60**2
+    b = (((z - 62) ** 2 + (y - 130) ** 2 + (x - 121) ** 2) < 58**2) | (rng.random(a.shape) > 0.999)
+    t_cpu, v_cpu = timed(lambda: surface_dice(b, a), 1)
+    pa, pb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+    t_gpu, v_gpu = timed(lambda: surface_dice(pb, pa))
+    report["metric"] = {"cpu": v_cpu, "cuda": v_gpu, "equal": abs(v_cpu - v_gpu) < 1e-12, "cpu_s": t_cpu, "cuda_s": t_gpu}
+
+
+def train_cli(*overrides):
+    cmd = [sys.executable, "-m", "src.train", "experiment=demo", "extras.print_config=false", "~callbacks.rich_progress_bar",
+           "trainer.enable_progress_bar=false", *overrides]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        print(out.stdout[-3000:], out.stderr[-5000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return time.perf_counter() - t0
+
+
+def check_training(report, data: Path, logs: Path):
+    run = logs / "gpu_train"
+    seconds = train_cli(f"paths.data_dir={data}", "trainer=default", "trainer.max_epochs=3", f"hydra.run.dir={run}")
+    summary = json.loads((run / "metrics.json").read_text())
+    config = (run / "config.yaml").read_text()
+    report["train_default_trainer"] = {
+        "seconds": seconds, "precision_16_mixed": "precision: 16-mixed" in config,
+        "val_sd@0.5": summary["metrics"].get("val/sd@0.5"), "val_dice": summary["metrics"].get("val/dice"),
+    }
+    ckpt = summary["best_model_path"]
+    results = {}
+    for name, trainer in (("gpu", ["trainer=gpu"]), ("ddp_1gpu", ["trainer=ddp", "trainer.devices=1"])):
+        folder = logs / f"validate_{name}"
+        train_cli(f"paths.data_dir={data}", *trainer, "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={folder}")
+        results[name] = json.loads((folder / "metrics.json").read_text())["metrics"]
+    keys = [k for k in results["gpu"] if k.startswith("val/sd@")]
+    report["ddp_one_gpu_validation"] = {
+        "equal_sd": all(results["gpu"][k] == results["ddp_1gpu"][k] for k in keys),
+        "gpu": {k: results["gpu"][k] for k in keys}, "ddp": {k: results["ddp_1gpu"][k] for k in keys},
+    }
+
+
+def check_recipe_speed(report):
+    import segmentation_models_pytorch as smp
+    from monai.inferers import sliding_window_inference
+
+    from src.models.losses import BoundaryDoULoss
+
+    loss_fn = BoundaryDoULoss()
+    for encoder in ("tu-tf_efficientnet_b5", "tu-tf_efficientnet_b6"):
+        net = smp.create_model("UnetPlusPlus", encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1).cuda()
+        opt = torch.optim.RAdam(net.parameters(), lr=3e-4)
+        scaler = torch.amp.GradScaler("cuda")
+        x = torch.rand(16, 3, 512, 512, device="cuda")
+        y = (torch.rand(16, 1, 512, 512, device="cuda") > 0.95).float()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = loss_fn(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+            scaler.step(opt)
+            scaler.update()
+
+        for _ in range(3):
+            step()
+        t_step, _ = timed(lambda: [step() for _ in range(10)], 1)
+        net.eval()
+        slice_ = torch.rand(1, 3, 1303, 912, device="cuda")
+
+        def infer():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+                return sliding_window_inference(slice_, (512, 512), 8, net, overlap=0.25, mode="gaussian", padding_mode="reflect")
+
+        infer()
+        t_inf, _ = timed(infer)
+        report[f"recipe_{encoder}"] = {
+            "train_step_s_batch16": t_step / 10, "images_per_s": 160 / t_step,
+            "sliding_window_1303x912_s": t_inf, "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
+        }
+        del net, opt
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "gpu_check")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
+    data, logs = Path("/tmp/bvs_phantom"), Path("/tmp/bvs_logs")
+    t0 = time.perf_counter()
+    build_phantom(data, size="small")
+    project_split(data, ("train",), progress=False)
+    report["phantom_s"] = time.perf_counter() - t0
+    for name, fn in (("metric", lambda: check_metric(report)), ("training", lambda: check_training(report, data, logs)),
+                     ("recipe", lambda: check_recipe_speed(report))):
+        t0 = time.perf_counter()
+        fn()
+        print(f"{name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=float))
+    print(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
