@@ -114,7 +114,7 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str]) -> dict[str,
         command = [sys.executable, "-m", "src.train", "experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}",
                    f"hydra.run.dir={run}", "extras.print_config=false", *overrides]
         print("  " + " ".join(command[1:]))
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, cwd=REPO_ROOT)
         print(f"  trained in {time.perf_counter() - t:.0f} s")
     else:
         print("  reused the finished run")

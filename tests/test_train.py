@@ -111,8 +111,13 @@ def test_clear_errors_in_process(tiny_phantom, tmp_path):
         train(compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "data.fold=3"], tmp_path / "b"))
 
 
+def checkout_env():
+    """Subprocesses import this checkout's ``src``, whichever checkout ``make install`` registered last."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def run_cli(*overrides, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = checkout_env()
     return subprocess.run([sys.executable, "-m", "src.train", *TINY, *overrides], capture_output=True, text=True, cwd=cwd, env=env)
 
 
@@ -142,7 +147,8 @@ def test_ddp_sim_validation_equals_single_process(tiny_phantom, tmp_path):
 
 def test_two_runs_started_at_once_get_different_folders(tmp_path):
     code = "import sys; from src.utils.resolvers import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "runs" / "name" / "0")], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "runs" / "name" / "0")], stdout=subprocess.PIPE, text=True, env=checkout_env())
+             for _ in range(4)]
     dirs = [p.communicate()[0].strip() for p in procs]
     assert len(set(dirs)) == 4 and all(Path(d).is_dir() for d in dirs)
     assert str(tmp_path / "runs" / "name" / "0") in dirs
