@@ -5,8 +5,11 @@ Steps, each a command a user would run on the real data:
   2. ``python generate_mutliview.py data/phantom``                  (xz/zy projections)
   3. ``python -m src.data.index data/phantom``                      (per-slice index CSV)
   4. ``python -m src.score SUBMISSION solution.csv``                 for a perfect and an empty submission
-  5. ``python -m src.train experiment=demo paths.data_dir=data/phantom``  (stage 1, fold 0, on the CPU)
-     and the best global intensity threshold on the same validation volume, for comparison.
+  5. ``python -m src.train experiment=demo paths.data_dir=data/phantom``  (stage 1, fold 0, on the CPU),
+     next to the best global intensity threshold on the same validation volume
+  6. ``python generate_pseudo.py`` and ``python generate_mutliview_pseudo.py``  (the external jp2 kidney)
+  7. ``python -m src.predict`` on the test kidneys, ``python -m src.score`` against ``solution.csv``, the
+     threshold baseline on the same kidneys, and a PNG per kidney (one slice per view)
 Every step is idempotent: a second run reuses what the first wrote (a finished training included).
 """
 
@@ -19,32 +22,44 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import yaml
 
 from src.data.index import build_index
 from src.data.multiview import project_split
 from src.data.phantom import build_phantom
 from src.data.registry import Registry
-from src.metrics.baseline import best_threshold, threshold_baseline
 from src.data.volumes import VolumeStore
-from src.score import mean_score, read_csv, score_submission, SOLUTION_COLUMNS, SUBMISSION_COLUMNS
+from src.inference.checkpoints import best_checkpoint_in
+from src.inference.preview import write_preview
+from src.metrics.baseline import best_threshold, threshold_baseline
+from src.metrics.rle import rle_decode
+from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, mean_score, read_csv, score_submission
 from src.utils.errors import cli_main
 from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
 
+STEPS = 7
 
-def step(title: str) -> float:
-    print(f"\n== {title}")
+
+def step(number: int, title: str) -> float:
+    print(f"\n== {number}/{STEPS} {title}")
     return time.perf_counter()
 
 
-def score_file(submission: Path, solution: Path) -> float:
+def score_file(submission: Path, solution: Path) -> dict[str, float]:
     scores = score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(solution, SOLUTION_COLUMNS, "solution"))
     for kidney, value in scores.items():
         print(f"  {kidney:<10} {value:.6f}")
-    total = mean_score(scores)
-    print(f"  score      {total:.6f}")
-    return total
+    scores["mean"] = mean_score(scores)
+    print(f"  score      {scores['mean']:.6f}")
+    return scores
+
+
+def run(command: list[str]) -> None:
+    print("  " + " ".join(command[1:]))
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
 @cli_main
@@ -53,7 +68,7 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--out", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "demo"), help="where submissions are written")
+    parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "demo"), help="runs, submissions and pictures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--skip-train", action="store_true", help="stop after the scorer check")
     parser.add_argument("--fold", type=int, default=0, help="stage-1 fold to train")
@@ -63,34 +78,36 @@ def main(argv=None) -> dict[str, float]:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    t = step(f"1/5 phantom dataset ({args.size}, seed {args.seed}) -> {data}")
+    t = step(1, f"phantom dataset ({args.size}, seed {args.seed}) -> {data}")
     summary = build_phantom(data, seed=args.seed, size=args.size)
     for name, entry in summary["kidneys"].items():
         print(f"  {name:<48} {'x'.join(map(str, entry['shape']))}  {entry['voxel_um']} um")
     print(f"  {'reused' if summary['existed'] else 'built'} in {time.perf_counter() - t:.1f} s")
 
-    t = step("2/5 multiview projections (generate_mutliview.py)")
+    t = step(2, "multiview projections (generate_mutliview.py)")
     project_split(data, ("train",), store=VolumeStore(progress=not args.quiet), progress=not args.quiet)
     print(f"  done in {time.perf_counter() - t:.1f} s")
 
-    t = step("3/5 slice index (src.data.index)")
+    t = step(3, "slice index (src.data.index)")
     index = build_index(data)
     write_csv_atomic(index, data / "gt_extended.csv")
     print(f"  {len(index)} slices in {index.group.nunique()} groups -> {data / 'gt_extended.csv'} ({time.perf_counter() - t:.1f} s)")
 
-    step("4/5 scorer (src.score) on the test kidneys' solution.csv")
+    step(4, "scorer (src.score) on the test kidneys' solution.csv")
     solution = data / "solution.csv"
     perfect = work / "submission_perfect.csv"
     pd.read_csv(solution, keep_default_na=False)[["id", "rle"]].to_csv(perfect, index=False)
     print(f"  perfect submission ({perfect}):")
-    s_perfect = score_file(perfect, solution)
+    s_perfect = score_file(perfect, solution)["mean"]
     print(f"  empty submission ({data / 'sample_submission.csv'}):")
-    s_empty = score_file(data / "sample_submission.csv", solution)
+    s_empty = score_file(data / "sample_submission.csv", solution)["mean"]
     results = {"perfect": s_perfect, "empty": s_empty}
     if not args.skip_train:
-        results.update(stage1(data, work, args.fold, args.train_overrides))
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float))
-    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s: {summary}")
+        run_dir = stage1(data, work, args.fold, args.train_overrides, results)
+        pseudo(data, run_dir, args.quiet)
+        predict_test(data, work, run_dir, results)
+    summary_line = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
+    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s: {summary_line}")
     return results
 
 
@@ -105,29 +122,73 @@ def best_validation(metrics_csv: Path) -> tuple[int, str, float]:
     return int(rows.loc[row, "epoch"]), column, float(values.loc[row, column])
 
 
-def stage1(data: Path, work: Path, fold: int, overrides: list[str]) -> dict[str, float]:
-    """Train the demo model on ``data`` (reusing a finished run) and compare with the threshold baseline."""
-    run = work / "stage1" / f"fold{fold}"
-    t = step(f"5/5 stage 1: python -m src.train experiment=demo data.fold={fold} (CPU) -> {run}")
-    if not (run / "metrics.json").exists():
-        shutil.rmtree(run, ignore_errors=True)  # an interrupted demo run of ours
-        command = [sys.executable, "-m", "src.train", "experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}",
-                   f"hydra.run.dir={run}", "extras.print_config=false", *overrides]
-        print("  " + " ".join(command[1:]))
-        subprocess.run(command, check=True, cwd=REPO_ROOT)
+def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dict) -> Path:
+    """Train the demo model (reusing a finished run) and compare it with the threshold baseline."""
+    run_dir = work / "stage1" / f"fold{fold}"
+    t = step(5, f"stage 1: python -m src.train experiment=demo data.fold={fold} (CPU) -> {run_dir}")
+    if not (run_dir / "metrics.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted demo run of ours
+        run([sys.executable, "-m", "src.train", "experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}",
+             f"hydra.run.dir={run_dir}", "extras.print_config=false", *overrides])
         print(f"  trained in {time.perf_counter() - t:.0f} s")
     else:
         print("  reused the finished run")
-    epoch, metric, value = best_validation(run / "metrics.csv")
+    epoch, metric, value = best_validation(run_dir / "metrics.csv")
     registry = Registry.load()
     val = registry.fold("2d", fold).val
     image, label = VolumeStore(progress=False).open_pair(val.images_dir(data), val.labels_dir(data), val.images_follow_labels)
-    threshold, baseline = best_threshold(threshold_baseline(image, label, registry.label_threshold))
+    threshold, baseline = best_threshold(threshold_baseline(image, label.data, registry.label_threshold))
     print(f"  validation volume {val.name} ({len(image)} slices):")
     print(f"  model     best {metric} = {value:.4f} (epoch {epoch})")
     print(f"  baseline  best global intensity threshold {threshold:.2f} on the normalised image: surface dice {baseline:.4f}")
     print(f"  the model {'beats' if value > baseline else 'does NOT beat'} the threshold baseline")
-    return {"model_sd": value, "baseline_sd": baseline}
+    results.update({"val_model_sd": value, "val_baseline_sd": baseline})
+    return run_dir
+
+
+def _roi(run_dir: Path) -> int:
+    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["img_size"])
+
+
+def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
+    from src.pseudo import main as generate_pseudo
+
+    t = step(6, "pseudo labels of the external kidney (generate_pseudo.py) and their projections")
+    checkpoint = best_checkpoint_in(run_dir / "checkpoints")
+    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(_roi(run_dir))]
+    print("  generate_pseudo.py " + " ".join(argv))
+    generate_pseudo(argv + (["--quiet"] if quiet else []))
+    project_split(data, ("external",), progress=not quiet)
+    print(f"  done in {time.perf_counter() - t:.0f} s")
+
+
+def solution_volume(solution: pd.DataFrame, kidney: str) -> np.ndarray:
+    rows = solution[solution.image_id == kidney].sort_values("slice_id")
+    return np.stack([rle_decode(r.rle, (int(r.height), int(r.width))) for r in rows.itertuples()])
+
+
+def predict_test(data: Path, work: Path, run_dir: Path, results: dict) -> None:
+    t = step(7, "predict the test kidneys (python -m src.predict) and score them")
+    checkpoint = best_checkpoint_in(run_dir / "checkpoints")
+    submission, predict_dir = work / "submission.csv", work / "predict"
+    shutil.rmtree(predict_dir, ignore_errors=True)
+    run([sys.executable, "-m", "src.predict", f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={submission}",
+         f"engine.roi_size={_roi(run_dir)}", "keep_probabilities=true", f"hydra.run.dir={predict_dir}", "progress=false"])
+    print(f"  predicted in {time.perf_counter() - t:.0f} s; scores of {submission}:")
+    scores = score_file(submission, data / "solution.csv")
+    solution = pd.read_csv(data / "solution.csv", keep_default_na=False)
+    store = VolumeStore(progress=False)
+    print("  threshold baseline (best global intensity threshold per kidney, tuned on the kidney itself):")
+    for kidney in (k for k in scores if k != "mean"):
+        image = store.open(data / "test" / kidney / "images")
+        truth = solution_volume(solution, kidney)
+        threshold, baseline = best_threshold(threshold_baseline(image, truth))
+        print(f"  {kidney:<10} {baseline:.6f} (threshold {threshold:.2f})")
+        prob = np.load(predict_dir / "probabilities" / f"{kidney}.npy", mmap_mode="r")
+        png = write_preview(image, np.asarray(prob) > 0.5, work / "pictures" / f"{kidney}.png", truth)
+        print(f"  picture: {png}")
+        results.update({f"{kidney}_model": scores[kidney], f"{kidney}_baseline": baseline})
+    results["test_model_mean"] = scores["mean"]
 
 
 if __name__ == "__main__":

@@ -21,23 +21,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.errors import UserError
+from src.utils.errors import UserError, find_user_error
 from src.utils.resolvers import register_resolvers
 from src.utils.settings import REPO_ROOT
 
 register_resolvers()
 log = logging.getLogger(__name__)
-
-
-def _user_error(err: BaseException) -> UserError | None:
-    """The UserError behind ``err`` (Hydra and Lightning wrap exceptions raised in our code)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -48,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         return _train(cfg)
     except Exception as err:
-        user = _user_error(err)
+        user = find_user_error(err)
         if user is None or user is err:
             raise
         raise user from None

@@ -26,13 +26,22 @@ def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
 
 
-def test_demo_trains_stage1_and_reports_the_threshold_baseline(tmp_path, capsys):
+def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     data, work = tmp_path / "phantom", tmp_path / "work"
     results = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN])
-    assert 0.0 <= results["model_sd"] <= 1.0 and 0.0 < results["baseline_sd"] <= 1.0
+    for key in ("val_model_sd", "val_baseline_sd", "kidney_5_model", "kidney_6_model", "kidney_5_baseline", "test_model_mean"):
+        assert 0.0 <= results[key] <= 1.0, key
     out = capsys.readouterr().out
     assert "best val/sd@" in out and "best global intensity threshold" in out
     assert (work / "stage1" / "fold0" / "metrics.json").exists()
-    # a second demo reuses the finished run instead of training again
-    assert main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])["model_sd"] == results["model_sd"]
-    assert "reused the finished run" in capsys.readouterr().out
+    hoa = data / "train_ext" / "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_"
+    assert len(list((hoa / "labels").glob("*.png"))) == len(list((hoa / "images").glob("*.jp2")))
+    assert (data / "train_ext" / f"{hoa.name}_xz" / "labels").is_dir()
+    submission = pd.read_csv(work / "submission.csv", keep_default_na=False)
+    assert list(submission.id) == list(pd.read_csv(data / "sample_submission.csv").id)
+    assert (work / "pictures" / "kidney_5.png").exists() and (work / "pictures" / "kidney_6.png").exists()
+    # a second demo reuses the finished run and the pseudo labels
+    again = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
+    assert again["val_model_sd"] == results["val_model_sd"]
+    out = capsys.readouterr().out
+    assert "reused the finished run" in out and "wrote 0 label slices" in out

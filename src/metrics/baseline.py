@@ -16,15 +16,16 @@ DEFAULT_GRID = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
 
 
 def threshold_baseline(
-    image: Volume, label: Volume, label_threshold: int = 127, grid=DEFAULT_GRID, chunk: int = 16
+    image: Volume, truth, truth_threshold: float = 0, grid=DEFAULT_GRID, chunk: int = 16
 ) -> dict[float, float]:
-    """Surface Dice of ``normalised(image) > t`` against ``label > label_threshold`` for each t of ``grid``."""
+    """Surface Dice of ``normalised(image) > t`` against ``truth > truth_threshold`` for each t of
+    ``grid``; ``truth`` is a (Z, H, W) array or memory map (a label volume's ``data`` with 127)."""
     accs = {float(t): SurfaceDiceAccumulator() for t in grid}
     for z in range(0, len(image), chunk):
         norm = image.normalise(image.data[z : z + chunk])
-        truth = np.asarray(label.data[z : z + chunk]) > label_threshold
+        truth_chunk = np.asarray(truth[z : z + chunk]) > truth_threshold
         for t, acc in accs.items():
-            acc.update(norm > t, truth)
+            acc.update(norm > t, truth_chunk)
     return {t: acc.score() for t, acc in accs.items()}
 
 

@@ -19,6 +19,17 @@ class UserError(Exception):
     """
 
 
+def find_user_error(err: BaseException | None) -> UserError | None:
+    """The :class:`UserError` behind ``err``: Hydra and Lightning wrap exceptions raised in our code."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def cli_main(func: F) -> F:
     """Decorate a command-line ``main``: a :class:`UserError` becomes one line on stderr and exit 2."""
 
@@ -26,9 +37,11 @@ def cli_main(func: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except UserError as err:
-            prog = getattr(func, "__module__", "") or "error"
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:
+            user = find_user_error(err)
+            if user is None:
+                raise
+            print(f"error: {user}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

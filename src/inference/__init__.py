@@ -1,0 +1,1 @@
+"""The inference engine shared by pseudo-labelling, ``predict`` and the Kaggle notebook."""

@@ -1,0 +1,95 @@
+"""Networks from Lightning checkpoints, and finding stage-1 checkpoints by run name.
+
+A checkpoint written by this project carries the network's ``create_model`` arguments in
+``hyper_parameters["net"]``; the network is rebuilt from them (pretrained-weight download switched
+off, the checkpoint's weights are loaded instead), so no table of architectures exists anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from src.utils.errors import UserError
+
+_DICE = re.compile(r"dice_(\d+(?:\.\d+)?)")
+
+
+@dataclass
+class Member:
+    """One member of an ensemble: a network, its input channels, its weight and its test-time augmentation."""
+
+    net: torch.nn.Module
+    in_channels: int
+    weight: float = 1.0
+    tta: str = "none"
+    name: str = ""
+
+
+def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments."""
+    from src.models.module_2d import build_net
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    net_cfg = (ckpt.get("hyper_parameters") or {}).get("net") if isinstance(ckpt, dict) else None
+    if not isinstance(net_cfg, dict):
+        raise UserError(f"{path}: checkpoint has no network config (hyper_parameters.net); was it written by this project?")
+    net_cfg = {**net_cfg, "encoder_weights": None}
+    net = build_net(net_cfg)
+    state = {}
+    for key, value in ckpt["state_dict"].items():
+        if key.startswith("net."):
+            state[key[4:].replace("_orig_mod.", "")] = value
+    net.load_state_dict(state)
+    return net.eval().to(device), net_cfg
+
+
+def load_member(path: str | Path, weight: float = 1.0, tta: str = "none", device="cpu") -> Member:
+    net, cfg = load_network(path, device)
+    return Member(net, int(cfg.get("in_channels", 3)), float(weight), tta, str(path))
+
+
+def checkpoint_score(path: Path) -> float:
+    """The validation Dice in a checkpoint's file name (``epoch_007_dice_0.8123.ckpt``); -1 when absent."""
+    m = _DICE.search(path.stem)
+    return float(m.group(1)) if m else -1.0
+
+
+def best_of(candidates: list[Path]) -> Path:
+    """The checkpoint with the highest Dice in its name (newest on ties); the newest when none has one."""
+    scored = [c for c in candidates if checkpoint_score(c) >= 0]
+    if scored:
+        return max(scored, key=lambda c: (checkpoint_score(c), c.stat().st_mtime))
+    return max(candidates, key=lambda c: c.stat().st_mtime)
+
+
+def best_checkpoint_in(folder: str | Path) -> Path:
+    """The best checkpoint of one run's ``checkpoints`` folder."""
+    candidates = list(Path(folder).glob("*.ckpt"))
+    if not candidates:
+        raise UserError(f"no checkpoint in {folder}")
+    return best_of(candidates)
+
+
+def find_checkpoint(logs_dir: str | Path, run_name: str, fold: int) -> Path:
+    """The best checkpoint of a stage-1 run: highest Dice in its name over ``<fold>`` and ``<fold>_vN``.
+
+    Falls back to ``last.ckpt`` when no file carries a score. Raises :class:`UserError` listing the
+    folders searched when there is none.
+    """
+    root = Path(logs_dir) / "train" / "runs" / run_name
+    folders = sorted(p for p in root.glob(f"{fold}*") if p.is_dir() and re.fullmatch(rf"{fold}(_v\d+)?", p.name))
+    candidates = [c for f in folders for c in (f / "checkpoints").glob("*.ckpt")]
+    if not candidates:
+        looked = ", ".join(str(f / "checkpoints") for f in folders) or str(root / str(fold) / "checkpoints")
+        raise UserError(f"no checkpoint of run {run_name} fold {fold} (looked in {looked})")
+    return best_of(candidates)

@@ -1,0 +1,112 @@
+"""Predict every test kidney and write ``submission.csv``:
+
+    python -m src.predict checkpoints=[a.ckpt,b.ckpt] weights=[1,1.5] tta=d4 \\
+        paths.data_dir=/kaggle/input/blood-vessel-segmentation output=/kaggle/working/submission.csv
+
+Every ``<test_dir>/<kidney>/images`` folder is a test volume. The inference engine averages the
+ensemble over the three views into a float16 probability memory map in the run folder, which is
+thresholded slice by slice into RLE rows; the rows follow ``sample_submission.csv`` (every id present,
+``1 0`` for an empty slice). Works with the public download's 3 slices per kidney.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.utils.errors import UserError, find_user_error
+from src.utils.resolvers import register_resolvers
+from src.utils.settings import REPO_ROOT
+
+register_resolvers()
+log = logging.getLogger(__name__)
+
+
+def _per_checkpoint(value, n: int, what: str, default):
+    if value is None:
+        return [default] * n
+    if isinstance(value, (list, tuple, ListConfig)):
+        if len(value) != n:
+            raise UserError(f"{what} needs one value per checkpoint ({n}), got {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+def test_volumes(test_dir: Path) -> dict[str, Path]:
+    """kidney name -> images folder, for every ``test_dir/<kidney>/images``."""
+    if not test_dir.is_dir():
+        raise UserError(f"{test_dir}: test folder not found (set paths.data_dir or test_dir)")
+    found = {p.name: p / "images" for p in sorted(test_dir.iterdir()) if (p / "images").is_dir()}
+    if not found:
+        raise UserError(f"{test_dir}: no <kidney>/images folder")
+    return found
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Run the configured ensemble on the test kidneys; returns the submission path."""
+    from src.data.volumes import VolumeStore
+    from src.inference.checkpoints import load_member
+    from src.inference.engine import InferenceEngine, resolve_device
+    from src.inference.submission import check_against_volumes, read_sample_submission, submission_rows, write_submission
+
+    checkpoints = list(cfg.checkpoints or [])
+    if not checkpoints:
+        raise UserError("no model: pass checkpoints=[path/to/model.ckpt,...]")
+    weights = _per_checkpoint(cfg.weights, len(checkpoints), "weights", 1.0)
+    ttas = _per_checkpoint(cfg.tta, len(checkpoints), "tta", "none")
+    e = cfg.engine
+    device = resolve_device(e.device)
+    members = [load_member(c, float(w), str(t), device) for c, w, t in zip(checkpoints, weights, ttas)]
+    engine = InferenceEngine(members, roi_size=e.roi_size, overlap=e.overlap, mode=e.mode, padding_mode=e.padding_mode,
+                             sw_batch_size=e.sw_batch_size, slices_per_batch=e.slices_per_batch, views=list(e.views),
+                             device=device, amp=e.amp, progress=cfg.progress)
+    store = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress)
+    folders = test_volumes(Path(cfg.test_dir))
+    volumes = {k: store.open(f) for k, f in folders.items()}
+    slices = {k: v.numbers for k, v in volumes.items()}
+    if cfg.sample_submission:
+        wanted = read_sample_submission(Path(cfg.sample_submission))
+        check_against_volumes(wanted, slices, str(cfg.sample_submission))
+        order = list(wanted.id)
+        per_kidney = {k: set(rows.slice) for k, rows in wanted.groupby("kidney")}
+    else:
+        order = [f"{k}_{n:04d}" for k, r in slices.items() for n in r]
+        per_kidney = {k: set(r) for k, r in slices.items()}
+    run_dir = Path(cfg.paths.output_dir)
+    rles: dict[str, str] = {}
+    for kidney, volume in volumes.items():
+        if kidney not in per_kidney:
+            log.info("%s is not in the sample submission, skipped", kidney)
+            continue
+        prob_path = run_dir / "probabilities" / f"{kidney}.npy"
+        prob = engine.predict(volume, out=prob_path, name=kidney)
+        rles.update(submission_rows(kidney, volume.first, prob, float(cfg.threshold), per_kidney[kidney]))
+        log.info("%s: %d slices predicted", kidney, len(volume))
+        del prob
+    out = Path(cfg.output)
+    write_submission(rles, order, out)
+    if not cfg.keep_probabilities:
+        shutil.rmtree(run_dir / "probabilities", ignore_errors=True)
+    print(f"wrote {len(order)} rows to {out}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except Exception as err:
+        user = find_user_error(err)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

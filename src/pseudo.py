@@ -1,0 +1,103 @@
+"""Pseudo labels for the external kidney(s) from the stage-1 ensemble (the recipe's defaults):
+
+    python generate_pseudo.py --dataset_folder $(python parse_settings_json.py RAW_DATA_DIR) \\
+                              --logs_base_path $(python parse_settings_json.py LOGS_DIR)
+
+Finds the best checkpoint of each stage-1 run (``<logs>/train/runs/<run>/<fold>``), uses each one
+plain and with d4 test-time augmentation, predicts every slice along the three axes (sliding window
+roi 800, overlap 0.25, gaussian, reflect), averages the weighted logits, and writes
+``train_ext/<name>/labels/NNNN.png`` = round(probability * 255). Rerunning keeps the labels already
+written and resumes an interrupted prediction. Then run ``generate_mutliview_pseudo.py``. (``generate_pseudo.py`` at the top level runs this module.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from src.data.registry import Registry
+from src.data.volumes import VolumeStore
+from src.inference.checkpoints import find_checkpoint, load_member
+from src.inference.engine import VIEWS, InferenceEngine, resolve_device
+from src.inference.pseudo import pseudo_label
+from src.inference.tta import TTA_MODES
+from src.utils.errors import UserError, cli_main
+
+RECIPE_RUNS = (
+    "UnetPlusPlus_tu-tf_efficientnet_b5_size_3_512_bs32_hard",
+    "UnetPlusPlus_tu-tf_efficientnet_b6_size_3_512_bs32_hard",
+)
+RECIPE_WEIGHTS = (1.0, 1.5)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset_folder", required=True, help="RAW_DATA_DIR")
+    p.add_argument("--logs_base_path", default=None, help="LOGS_DIR holding train/runs/<run>/<fold>")
+    p.add_argument("--runs", nargs="+", default=list(RECIPE_RUNS), help="stage-1 run names")
+    p.add_argument("--weights", nargs="+", type=float, default=None, help="one weight per run (recipe: 1.0 1.5)")
+    p.add_argument("--folds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--checkpoints", nargs="+", default=None, help="explicit checkpoints instead of --runs/--folds")
+    p.add_argument("--tta", nargs="+", default=["none", "d4"], choices=TTA_MODES, help="each checkpoint is used once per mode")
+    p.add_argument("--roi", type=int, default=800)
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--views", nargs="+", default=list(VIEWS), choices=VIEWS)
+    p.add_argument("--sw_batch_size", type=int, default=8)
+    p.add_argument("--slices_per_batch", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--volumes", nargs="+", default=None, help="external groups of the registry (default: all present)")
+    p.add_argument("--cache_dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="rewrite labels that already exist")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def ensemble(args) -> list:
+    device = resolve_device(args.device)
+    if args.checkpoints:
+        weights = args.weights or [1.0] * len(args.checkpoints)
+        if len(weights) != len(args.checkpoints):
+            raise UserError(f"--weights needs one value per checkpoint ({len(args.checkpoints)}), got {len(weights)}")
+        paths = list(zip(args.checkpoints, weights))
+    else:
+        if not args.logs_base_path:
+            raise UserError("give --logs_base_path (LOGS_DIR) or --checkpoints")
+        weights = args.weights or (list(RECIPE_WEIGHTS) if args.runs == list(RECIPE_RUNS) else [1.0] * len(args.runs))
+        if len(weights) != len(args.runs):
+            raise UserError(f"--weights needs one value per run ({len(args.runs)}), got {len(weights)}")
+        paths = [(find_checkpoint(args.logs_base_path, run, fold), w) for run, w in zip(args.runs, weights) for fold in args.folds]
+    members = []
+    for path, weight in paths:
+        for tta in args.tta:
+            members.append(load_member(path, weight, tta, device))
+    return members
+
+
+@cli_main
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    data = Path(args.dataset_folder)
+    if not data.is_dir():
+        raise UserError(f"--dataset_folder {data} is not a folder")
+    registry = Registry.load()
+    groups = [g for g in registry.base_groups("external") if args.volumes is None or g.name in args.volumes]
+    present = [g for g in groups if g.is_present(data, need_labels=False)]
+    if not present:
+        raise UserError(f"no external volume under {data} (looked for {', '.join(g.images for g in groups)})")
+    members = ensemble(args)
+    for m in members:
+        print(f"model {m.name} weight {m.weight} tta {m.tta} in_channels {m.in_channels}")
+    engine = InferenceEngine(members, roi_size=args.roi, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+                             slices_per_batch=args.slices_per_batch, views=args.views, device=args.device, progress=not args.quiet)
+    store = VolumeStore(args.cache_dir, progress=not args.quiet)
+    written = {}
+    for group in present:
+        volume = store.open(group.images_dir(data))
+        labels = group.labels_dir(data)
+        written[group.name] = pseudo_label(engine, volume, labels, overwrite=args.overwrite, name=group.name)
+        print(f"{group.name}: wrote {written[group.name]} label slices to {labels} ({len(volume)} in all)")
+    return written
+
+
+if __name__ == "__main__":
+    main()
