@@ -4,8 +4,11 @@
 2. stage 1 trains on the GPU with the default trainer (16-mixed, sliding-window validation on the GPU);
 3. DDP on one GPU validates the trained checkpoint to the same ``val/sd@*`` as the single-device trainer;
 4. the recipe's network (UNet++ / EfficientNet-B5 and B6, 3 channels, 512^2, batch 16 per GPU, 16-mixed):
-   time per training step, and sliding-window inference on a real-sized 1303x912 slice.
-Prints a summary and writes it to OUT_DIR/gpu_check.json.
+   time per training step, and sliding-window inference on a real-sized 1303x912 slice;
+5. inference: ``generate_pseudo.py`` (d4 TTA) and ``python -m src.predict`` with the trained demo model
+   on the GPU, scored; and the engine with a B5 network over three views of a real-sized volume.
+Prints a summary and writes it to OUT_DIR/gpu_check.json. ``--only NAME ...`` runs some of them
+(metric, training, recipe, inference; inference needs training).
 """
 
 from __future__ import annotations
@@ -124,8 +127,53 @@ def check_recipe_speed(report):
         torch.cuda.reset_peak_memory_stats()
 
 
+def check_inference(report, data: Path, logs: Path):
+    import segmentation_models_pytorch as smp
+
+    from src.data.volumes import Volume
+    from src.inference.checkpoints import Member
+    from src.inference.engine import InferenceEngine
+    from src.score import read_csv, score_submission, SOLUTION_COLUMNS, SUBMISSION_COLUMNS
+
+    ckpt = json.loads((logs / "gpu_train" / "metrics.json").read_text())["best_model_path"]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "generate_pseudo.py", "--dataset_folder", str(data), "--checkpoints", ckpt,
+                    "--tta", "none", "d4", "--roi", "128", "--quiet", "--overwrite"], check=True)
+    t_pseudo = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sub = logs / "submission.csv"
+    subprocess.run([sys.executable, "-m", "src.predict", f"checkpoints=[{ckpt}]", f"paths.data_dir={data}", f"output={sub}",
+                    "engine.roi_size=128", "tta=d4", f"hydra.run.dir={logs / 'predict'}", "progress=false"], check=True)
+    t_predict = time.perf_counter() - t0
+    scores = score_submission(read_csv(sub, SUBMISSION_COLUMNS, "s"), read_csv(data / "solution.csv", SOLUTION_COLUMNS, "s"))
+    shape = (100, 1303, 912)
+    folder = logs / "big"
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = np.lib.format.open_memmap(folder / "v.npy", mode="w+", dtype=np.uint16, shape=shape)
+    vol[:] = np.random.default_rng(0).integers(15000, 30000, size=shape[1:], dtype=np.uint16)
+    vol.flush()
+    volume = Volume(folder, np.load(folder / "v.npy", mmap_mode="r"), 0, ".tif", (15000.0, 30000.0), folder / "v.npy")
+    net = smp.create_model("UnetPlusPlus", encoder_name="tu-tf_efficientnet_b5", encoder_weights=None, in_channels=3, classes=1)
+    engine = InferenceEngine([Member(net, 3)], roi_size=800, sw_batch_size=4, slices_per_batch=4, progress=False)
+    t0 = time.perf_counter()
+    engine.predict(volume, out=folder / "prob.npy")
+    torch.cuda.synchronize()
+    t_big = time.perf_counter() - t0
+    report["inference"] = {
+        "generate_pseudo_plain_plus_d4_s": t_pseudo, "predict_d4_s": t_predict, "test_scores": scores,
+        "engine_b5_roi800_3views_100x1303x912_s": t_big, "voxels_per_s": float(np.prod(shape)) / t_big,
+    }
+
+
 def main():
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "gpu_check")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", default="gpu_check")
+    parser.add_argument("--only", nargs="+", choices=("metric", "training", "recipe", "inference"), default=None)
+    args = parser.parse_args()
+    only = args.only
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
     data, logs = Path("/tmp/bvs_phantom"), Path("/tmp/bvs_logs")
@@ -134,7 +182,9 @@ def main():
     project_split(data, ("train",), progress=False)
     report["phantom_s"] = time.perf_counter() - t0
     for name, fn in (("metric", lambda: check_metric(report)), ("training", lambda: check_training(report, data, logs)),
-                     ("recipe", lambda: check_recipe_speed(report))):
+                     ("recipe", lambda: check_recipe_speed(report)), ("inference", lambda: check_inference(report, data, logs))):
+        if only and name not in only:
+            continue
         t0 = time.perf_counter()
         fn()
         print(f"{name} done in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -19,20 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-CHILD_PROJECT = """
-import resource, sys
+from benchmarks.rss import CODE as RSS_CODE
+
+CHILD_PROJECT = RSS_CODE + """
+import sys
 from src.data.multiview import project_split
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss_now()
+reset_peak()
 project_split(sys.argv[1], ("train",), progress=False)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(base, peak_rss())
 """
 
-CHILD_NAIVE = """
-import resource, sys
+CHILD_NAIVE = RSS_CODE + """
+import sys
 from pathlib import Path
 import numpy as np
 from src.data.volumes import list_slices, read_slice, write_slice
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss_now()
+reset_peak()
 root = Path(sys.argv[1]) / "train" / "kidney_1_dense"
 for sub in ("images", "labels"):
     vol = np.stack([read_slice(p) for p in list_slices(root / sub)])
@@ -42,7 +46,7 @@ for sub in ("images", "labels"):
         for i, s in enumerate(vol.transpose(order)):
             write_slice(out / f"{i:04d}.tif", s)
     del vol
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(base, peak_rss())
 """
 
 
@@ -63,7 +67,7 @@ def run_child(code: str, data: Path) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     base, peak = map(int, out.stdout.split()[-2:])
-    return (peak - base) * 1024, time.perf_counter() - t0
+    return peak - base, time.perf_counter() - t0
 
 
 def main(argv=None):

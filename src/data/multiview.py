@@ -19,42 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from src.data.registry import VIEW_AXES, Group, Registry
-from src.data.volumes import Volume, VolumeStore, release_pages, write_slice
+from src.data.volumes import Volume, VolumeStore, read_view_block, write_slice
 from src.utils.errors import UserError
 from src.utils.files import pid_alive
 from src.utils.progress import track
 
 BLOCK_FRACTION = 0.25  # default block of output slices: a quarter of the volume
-READ_CHUNK_BYTES = 16 * 2**20  # the volume is read in runs of slices of about this size
 
 
 def _blocks(volume: np.ndarray, view: str, block_bytes: int | None = None):
-    """Yield (index, slice) of ``volume`` re-sliced for ``view`` (``xz`` or ``zy``).
-
-    Output slices are assembled a block at a time (``block_bytes``, default a quarter of the volume)
-    by reading the volume in runs of z-slices and releasing the mapped pages after each run, so the
-    resident memory is one block plus one run, whatever the volume size.
-    """
+    """Yield (index, slice) of ``volume`` re-sliced for ``view`` (``xz`` or ``zy``), assembled a block
+    of output slices at a time (``block_bytes``, default a quarter of the volume) by
+    :func:`read_view_block`, so the resident memory is one block plus one run of z-slices."""
     order = VIEW_AXES[view]
-    axis = order[0]
-    if axis == 0:
+    if order[0] == 0:
         raise ValueError("the z view is the volume itself")
-    n = volume.shape[axis]
+    n = volume.shape[order[0]]
     budget = block_bytes or int(volume.nbytes * BLOCK_FRACTION)
     step = max(1, min(n, budget // max(1, volume.nbytes // n)))
-    z_run = max(1, READ_CHUNK_BYTES // max(1, volume[0].nbytes))
     for start in range(0, n, step):
-        stop = min(n, start + step)
-        shape = [volume.shape[a] for a in order]
-        shape[0] = stop - start
-        block = np.empty(shape, dtype=volume.dtype)
-        in_volume_order = block.transpose(np.argsort(order))  # a (Z, h, w) view of the block
-        index = [slice(None)] * 3
-        index[axis] = slice(start, stop)
-        for z0 in range(0, volume.shape[0], z_run):
-            index[0] = slice(z0, z0 + z_run)
-            in_volume_order[z0 : z0 + z_run] = volume[tuple(index)]
-            release_pages(volume)
+        block = read_view_block(volume, order, start, min(n, start + step))
         for i in range(block.shape[0]):
             yield start + i, block[i]
 

@@ -420,3 +420,32 @@ def release_pages(arr: np.ndarray) -> None:
         base = getattr(base, "base", None)
     if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
         base.madvise(mmap.MADV_DONTNEED)
+
+
+READ_RUN_BYTES = 16 * 2**20  # a strided block is read in runs of z-slices of about this size
+
+
+def read_view_block(data: np.ndarray, order: tuple[int, int, int], start: int, stop: int) -> np.ndarray:
+    """Slices ``start..stop-1`` of ``data.transpose(order)`` as one contiguous array.
+
+    For a view across z (``order[0] != 0``) every z-slice of the memory map holds part of the block,
+    so the map is read in runs of z-slices and its pages are released after each run: the resident
+    memory is the block plus one run, not the whole volume.
+    """
+    axis = order[0]
+    index = [slice(None)] * 3
+    index[axis] = slice(start, stop)
+    if axis == 0:
+        block = np.array(data[tuple(index)]).transpose(order)
+        release_pages(data)
+        return np.ascontiguousarray(block)
+    shape = [data.shape[a] for a in order]
+    shape[0] = stop - start
+    block = np.empty(shape, dtype=data.dtype)
+    in_volume_order = block.transpose(np.argsort(order))  # a (Z, h, w) view of the block
+    run = max(1, READ_RUN_BYTES // max(1, data[0].nbytes))
+    for z0 in range(0, data.shape[0], run):
+        index[0] = slice(z0, z0 + run)
+        in_volume_order[z0 : z0 + run] = data[tuple(index)]
+        release_pages(data)
+    return block

@@ -6,13 +6,15 @@ orientation it was trained on), the volume is read in slabs of consecutive slice
 map, normalised with the volume's statistics, stacked into each model's ``in_channels`` neighbours
 (zeros beyond the ends), run through MONAI's sliding window with the member's test-time augmentation,
 and the members' logits are averaged with their weights; the sigmoid of that is averaged over views.
-The result accumulates in a float16 array, a memory map when ``out`` is a path, so a volume larger
-than RAM works: resident memory is a few slabs whatever the volume's size.
+Each view's probabilities go to a float16 map in that view's orientation (written in contiguous
+blocks), and the result is their mean; with ``out`` a path all of them are memory maps, so a volume
+larger than RAM works: resident memory is a few blocks whatever the volume's size.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from src.data.registry import VIEW_AXES
-from src.data.volumes import Volume, release_pages
+from src.data.volumes import Volume, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import with_tta
 from src.utils.errors import UserError
@@ -71,6 +73,7 @@ class InferenceEngine:
     device: str | torch.device | None = "auto"
     amp: bool = True
     progress: bool = True
+    block_bytes: int = 256 * 2**20  # float32 slices read and predicted per block
     _device: torch.device = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -110,68 +113,112 @@ class InferenceEngine:
         return total / self.total_weight
 
     # ------------------------------------------------------------------ a view of a volume
+    def view_shape(self, volume: Volume, view: str) -> tuple[int, int, int]:
+        return tuple(volume.shape[a] for a in VIEW_AXES[view])  # type: ignore[return-value]
+
     def predict_view(self, volume: Volume, view: str, write: Callable[[int, int, np.ndarray], None], start: int = 0,
                      name: str = "") -> None:
-        """Predict every slice of ``view`` from slice ``start`` on; ``write(i0, i1, probs)`` receives
-        float32 probabilities of slices i0..i1-1 in the view's orientation."""
+        """Predict every slice of ``view`` from slice ``start`` on, in the view's orientation.
+
+        The volume is read a block of slices at a time (about ``block_bytes`` of float32, read once
+        and transposed into contiguous memory: a strided view of a large memory map is read in few
+        passes), predicted ``slices_per_batch`` at a time, and handed to ``write(b0, b1, probs)`` as
+        float32 probabilities of slices b0..b1-1, so the caller writes contiguous blocks.
+        """
         order = VIEW_AXES[view]
-        axis = order[0]
-        n = volume.shape[axis]
+        n, height, width = self.view_shape(volume, view)
         channels = sorted({m.in_channels for m in self.members})
         r = max(channels) // 2
-        batches = range(start, n, self.slices_per_batch)
-        for i0 in track(batches, len(batches), f"{name} {view}".strip(), self.progress):
-            i1 = min(n, i0 + self.slices_per_batch)
-            lo, hi = max(0, i0 - r), min(n, i1 + r)
-            index = [slice(None)] * 3
-            index[axis] = slice(lo, hi)
-            slab = volume.normalise(np.asarray(volume.data[tuple(index)]).transpose(order))
-            release_pages(volume.data)
+        per_slice = height * width * 4
+        block = max(1, self.block_bytes // per_slice // self.slices_per_batch) * self.slices_per_batch
+        blocks = [(b0, min(n, b0 + block)) for b0 in range(start, n, block)]
+        batches = [(b0, b1, i0, min(b1, i0 + self.slices_per_batch)) for b0, b1 in blocks for i0 in range(b0, b1, self.slices_per_batch)]
+        slab = out = None
+        for b0, b1, i0, i1 in track(batches, len(batches), f"{name} {view}".strip(), self.progress):
+            if i0 == b0:  # a new block: read it with its neighbour margins
+                lo, hi = max(0, b0 - r), min(n, b1 + r)
+                slab = volume.normalise(read_view_block(volume.data, order, lo, hi))
+                out = np.empty((b1 - b0, height, width), dtype=np.float32)
             stacks = {}
             for c in channels:
                 rc = c // 2
-                stack = np.zeros((i1 - i0, c, *slab.shape[1:]), dtype=np.float32)
+                stack = np.zeros((i1 - i0, c, height, width), dtype=np.float32)
                 for k in range(c):
                     src = np.arange(i0, i1) + k - rc
                     ok = (src >= 0) & (src < n)
                     stack[ok, k] = slab[src[ok] - lo]
                 stacks[c] = torch.from_numpy(stack)
-            probs = torch.sigmoid(self.logits(stacks))[:, 0].cpu().numpy()
-            write(i0, i1, probs)
+            out[i0 - b0 : i1 - b0] = torch.sigmoid(self.logits(stacks))[:, 0].cpu().numpy()
+            if i1 == b1:
+                write(b0, b1, out)
+
+    def view_maps(self, volume: Volume, work: Path | None = None, name: str = "", resume: bool = False) -> list[np.ndarray]:
+        """One float16 probability map per view, in the view's orientation (``<work>/<view>.npy``
+        memory maps, or arrays in RAM without ``work``). With ``resume``, a map whose progress file
+        ``<view>.next`` says where it stopped continues from there (blocks are overwritten, never added)."""
+        maps = []
+        for view in self.views:
+            shape = self.view_shape(volume, view)
+            if work is None:
+                prob, done = np.zeros(shape, dtype=np.float16), None
+                start = 0
+            else:
+                path, done = work / f"{view}.npy", work / f"{view}.next"
+                if resume and path.exists() and done.exists():
+                    prob, start = np.load(path, mmap_mode="r+"), int(done.read_text())
+                else:
+                    prob, start = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape), 0
+
+            def write(b0, b1, probs, prob=prob, done=done):
+                prob[b0:b1] = probs
+                if done is not None:
+                    prob.flush()
+                    release_pages(prob)
+                    tmp = done.with_name(done.name + ".tmp")
+                    tmp.write_text(str(b1))
+                    os.replace(tmp, done)
+
+            if start < shape[0]:
+                self.predict_view(volume, view, write, start=start, name=name)
+            maps.append(prob)
+        return maps
+
+    def combine(self, maps: list[np.ndarray], z0: int, z1: int) -> np.ndarray:
+        """Mean over views of slices z0..z1-1, in the volume's orientation (float32)."""
+        total = None
+        for view, prob in zip(self.views, maps):
+            back = tuple(int(a) for a in np.argsort(VIEW_AXES[view]))  # view orientation -> volume orientation
+            part = read_view_block(prob, back, z0, min(z1, prob.shape[back[0]])).astype(np.float32)
+            total = part if total is None else total + part
+        return total / len(maps)
 
     def predict(self, volume: Volume, out: str | Path | None = None, name: str = "") -> np.ndarray:
         """Probability volume (float16, shape of ``volume``): mean over views of the ensemble's sigmoid.
 
-        With ``out`` a path, the result is a memory map written under a temporary name and renamed
-        when complete.
+        With ``out`` a path, every intermediate is a memory map in a work folder beside it and the
+        result is written under a temporary name and renamed when complete, so the resident memory
+        stays a few blocks whatever the volume's size.
         """
-        shape = volume.shape
-        tmp = None
         if out is None:
-            result = np.zeros(shape, dtype=np.float16)
-        else:
-            out = Path(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-            result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        share = 1.0 / len(self.views)
+            maps = self.view_maps(volume, name=name)
+            result = np.empty(volume.shape, dtype=np.float16)
+            result[:] = self.combine(maps, 0, volume.shape[0])
+            return result
+        out = Path(out)
+        work = out.with_name(f".{out.stem}.work-{os.getpid()}")
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
         try:
-            for view in self.views:
-                target = result.transpose(VIEW_AXES[view])
-
-                def write(i0, i1, probs, target=target):
-                    target[i0:i1] += (probs * share).astype(np.float16)
-                    if isinstance(result, np.memmap):
-                        result.flush()
-                        release_pages(result)
-
-                self.predict_view(volume, view, write, name=name)
-            if tmp is not None:
+            maps = self.view_maps(volume, work, name=name)
+            result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
+            step = max(1, self.block_bytes // (4 * volume.shape[1] * volume.shape[2]))
+            for z0 in range(0, volume.shape[0], step):
+                result[z0 : z0 + step] = self.combine(maps, z0, z0 + step)
                 result.flush()
-                del result
-                os.replace(tmp, out)
-                result = np.load(out, mmap_mode="r")
+                release_pages(result)
+            del result, maps
+            os.replace(tmp, out)
         finally:
-            if tmp is not None and tmp.exists():
-                tmp.unlink()
-        return result
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
+        return np.load(out, mmap_mode="r")

@@ -1,8 +1,8 @@
 """Pseudo labels for an unlabelled volume, resumable.
 
-The ensemble's probability of each view is written slab by slab into its own float16 memory map in a
-work folder (``<labels>/../.pseudo-work``), with the next slice to do recorded after each slab, so an
-interrupted run continues where it stopped (a slab is overwritten, never added twice). Then every
+The ensemble's probability of each view is written block by block into its own float16 memory map
+in a work folder (``<labels>/../.pseudo-work``), with the next slice to do recorded after each block,
+so an interrupted run continues where it stopped (a block is overwritten, never added twice). Then every
 missing ``labels/NNNN.png`` = round(mean over views * 255) is written atomically; label files that
 already exist are kept. The work folder is removed once every label exists.
 """
@@ -18,8 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.data.registry import VIEW_AXES
-from src.data.volumes import Volume, release_pages
+from src.data.volumes import Volume
 from src.inference.engine import InferenceEngine
 from src.utils.progress import track
 
@@ -42,32 +41,6 @@ def ensemble_fingerprint(engine: InferenceEngine) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _view_maps(engine: InferenceEngine, volume: Volume, work: Path, name: str) -> list[np.ndarray]:
-    """Per-view probability maps (float16, volume shape), predicting only what the work folder lacks."""
-    maps = []
-    for view in engine.views:
-        path, done = work / f"{view}.npy", work / f"{view}.next"
-        if path.exists():
-            prob = np.load(path, mmap_mode="r+")
-        else:
-            prob = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=volume.shape)
-        start = int(done.read_text()) if done.exists() else 0
-        target = prob.transpose(VIEW_AXES[view])
-
-        def write(i0, i1, probs, target=target, prob=prob, done=done):
-            target[i0:i1] = probs.astype(np.float16)
-            prob.flush()
-            release_pages(prob)
-            tmp = done.with_name(done.name + ".tmp")
-            tmp.write_text(str(i1))
-            os.replace(tmp, done)
-
-        if start < target.shape[0]:
-            engine.predict_view(volume, view, write, start=start, name=name)
-        maps.append(prob)
-    return maps
-
-
 def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, overwrite: bool = False, name: str = "") -> int:
     """Write the missing pseudo labels of ``volume`` into ``labels_dir``; returns how many were written."""
     labels_dir = Path(labels_dir)
@@ -85,11 +58,14 @@ def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, over
         shutil.rmtree(work)  # partial results of another ensemble: ours to discard
     work.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"fingerprint": fingerprint, "shape": list(volume.shape)}))
-    maps = _view_maps(engine, volume, work, name)
-    for n in track(missing, len(missing), f"{name} labels".strip(), engine.progress):
-        z = n - volume.first
-        prob = sum(m[z].astype(np.float32) for m in maps) / len(maps)
-        write_png_atomic(labels_dir / f"{n:04d}.png", np.rint(prob * 255).astype(np.uint8))
+    maps = engine.view_maps(volume, work, name=name, resume=True)
+    chunk = 16
+    for c0 in track(range(0, len(missing), chunk), -(-len(missing) // chunk), f"{name} labels".strip(), engine.progress):
+        numbers = missing[c0 : c0 + chunk]
+        z0, z1 = numbers[0] - volume.first, numbers[-1] - volume.first + 1
+        prob = engine.combine(maps, z0, z1)
+        for n in numbers:
+            write_png_atomic(labels_dir / f"{n:04d}.png", np.rint(prob[n - volume.first - z0] * 255).astype(np.uint8))
     del maps
     shutil.rmtree(work, ignore_errors=True)
     return len(missing)

@@ -137,3 +137,19 @@ def test_large_and_small_slices_both_give_crops(tiny_phantom):
     dm.setup("fit")
     shapes = {tuple(dm.train_set[i]["image"].shape) for i in range(0, len(dm.train_set), 11)}
     assert shapes == {(3, 40, 40)}
+
+
+def test_external_kidney_joins_the_fold_once_pseudo_labels_exist(tmp_path, tiny_phantom):
+    import cv2
+
+    data = tmp_path / "raw"
+    shutil.copytree(tiny_phantom / "train", data / "train")
+    hoa = "train_ext/50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_"
+    shutil.copytree(tiny_phantom / hoa / "images", data / hoa / "images")
+    (data / hoa / "labels").mkdir()
+    for p in (data / hoa / "images").glob("*.jp2"):
+        cv2.imwrite(str(data / hoa / "labels" / f"{p.stem}.png"), np.full((59, 51), 200, np.uint8))
+    dm = make(data)
+    dm.setup("fit")
+    hoa_source = [s for s in dm.train_set.sources if s.group.name == "hoa_ladaf_2020_31"]
+    assert hoa_source and hoa_source[0].mask(0).all()  # round(p * 255) = 200 > 127: vessel

@@ -25,7 +25,7 @@ def data(tmp_path):
 
 def test_train_projections_are_the_recipe_transposes(data, monkeypatch):
     d, vols = data
-    monkeypatch.setattr("src.data.multiview.READ_CHUNK_BYTES", 300)  # several z-runs per block
+    monkeypatch.setattr("src.data.volumes.READ_RUN_BYTES", 300)  # several z-runs per block
     done = project_split(d, ("train",), block_bytes=200, progress=False)  # tiny blocks: several per view
     assert done == {"kidney_1_dense": ["xz", "zy"], "kidney_3_sparse": ["xz", "zy"], "kidney_3_dense": ["xz", "zy"]}
     for name in ("kidney_1_dense", "kidney_3_sparse", "kidney_3_dense"):

@@ -1,0 +1,37 @@
+"""Small models and checkpoints for inference tests."""
+
+from pathlib import Path
+
+import torch
+
+from src.models.module_2d import build_net
+
+TINY_NET = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None, "encoder_depth": 3,
+            "decoder_channels": [32, 16, 8], "classes": 1}
+
+
+class CentreLogit(torch.nn.Module):
+    """Pointwise: the logit is 10 * (centre channel - 0.5), so the probability is a known function of the voxel."""
+
+    def forward(self, x):
+        c = x.shape[1] // 2
+        return (x[:, c : c + 1] - 0.5) * 10
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full_like(x[:, :1], self.value)
+
+
+def write_checkpoint(path: Path, in_channels: int = 3, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """A checkpoint as Lightning writes it for SegmentationModule2D (network config + ``net.`` weights)."""
+    torch.manual_seed(seed)
+    cfg = {**TINY_NET, "in_channels": in_channels}
+    net = build_net(cfg).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": {"net": cfg}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path, net

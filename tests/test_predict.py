@@ -1,0 +1,88 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from src.metrics.rle import rle_decode
+from src.predict import predict
+from src.utils.errors import UserError
+from src.utils.settings import REPO_ROOT
+from tests.inference.helpers import write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt", 3)[0]
+
+
+def cfg_for(tmp_path, data, checkpoint, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("predict", return_hydra_config=True, overrides=[
+            f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={tmp_path / 'submission.csv'}",
+            "engine.roi_size=32", "engine.sw_batch_size=16", "progress=false", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def test_submission_follows_sample_submission(tmp_path, tiny_phantom, checkpoint):
+    out = predict(cfg_for(tmp_path, tiny_phantom, checkpoint))
+    sub = pd.read_csv(out, keep_default_na=False)
+    sample = pd.read_csv(tiny_phantom / "sample_submission.csv")
+    assert list(sub.columns) == ["id", "rle"] and list(sub.id) == list(sample.id)
+    solution = pd.read_csv(tiny_phantom / "solution.csv", keep_default_na=False).set_index("id")
+    for row in sub.itertuples():
+        rle_decode(row.rle, (solution.loc[row.id, "height"], solution.loc[row.id, "width"]))  # fits its slice
+    assert not (tmp_path / "run" / "probabilities").exists()  # removed unless keep_probabilities
+
+
+def test_empty_slices_are_one_zero(tmp_path, tiny_phantom, checkpoint):
+    sub = pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "threshold=1.5")), keep_default_na=False)
+    assert (sub.rle == "1 0").all()
+
+
+def test_three_slices_per_kidney_as_in_the_public_download(tmp_path, tiny_phantom, checkpoint):
+    data = tmp_path / "raw"
+    ids = []
+    for kidney in ("kidney_5", "kidney_6"):
+        (data / "test" / kidney / "images").mkdir(parents=True)
+        for n in range(3):
+            shutil.copy(tiny_phantom / "test" / kidney / "images" / f"{n:04d}.tif", data / "test" / kidney / "images")
+            ids.append(f"{kidney}_{n:04d}")
+    pd.DataFrame({"id": ids, "rle": "1 0"}).to_csv(data / "sample_submission.csv", index=False)
+    sub = pd.read_csv(predict(cfg_for(tmp_path, data, checkpoint, "tta=d4")), keep_default_na=False)
+    assert list(sub.id) == ids
+
+
+def test_mismatched_sample_submission_is_an_error(tmp_path, tiny_phantom, checkpoint):
+    data = tmp_path / "raw"
+    shutil.copytree(tiny_phantom / "test", data / "test")
+    pd.DataFrame({"id": ["kidney_5_0000", "kidney_7_0000"], "rle": "1 0"}).to_csv(data / "sample_submission.csv", index=False)
+    with pytest.raises(UserError, match="lists kidney 'kidney_7', which is not among the test volumes"):
+        predict(cfg_for(tmp_path, data, checkpoint))
+    pd.DataFrame({"id": ["kidney_5_0999"], "rle": "1 0"}).to_csv(data / "sample_submission.csv", index=False)
+    with pytest.raises(UserError, match="lists 'kidney_5_0999', but kidney_5 has slices 0000-"):
+        predict(cfg_for(tmp_path, data, checkpoint))
+
+
+def test_missing_checkpoints_are_errors(tmp_path, tiny_phantom, checkpoint):
+    with pytest.raises(UserError, match="checkpoint not found"):
+        predict(cfg_for(tmp_path, tiny_phantom, tmp_path / "nope.ckpt"))
+    with pytest.raises(UserError, match="needs one value per checkpoint"):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "weights=[1,2]"))
+
+
+def test_cli_error_is_one_line(tmp_path, tiny_phantom):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-m", "src.predict", f"paths.data_dir={tiny_phantom}", f"paths.log_dir={tmp_path}"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2 and "error: no model: pass checkpoints=" in out.stderr and "Traceback" not in out.stderr
