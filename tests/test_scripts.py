@@ -38,3 +38,20 @@ def test_train_sh_runs_the_recipe_four_runs_with_settings_paths(tmp_path):
     for call in calls:
         assert f"paths.data_dir={setting('RAW_DATA_DIR')}" in call and f"paths.log_dir={setting('LOGS_DIR')}" in call
         assert call[-2:] == ["trainer=ddp", "data.num_workers=2"]
+
+
+def test_train_pseudo_v2_sh_runs_folds_0_and_1(tmp_path):
+    calls = run_script("train_pseudo_v2.sh", tmp_path, "trainer=ddp")
+    assert [(c[c.index("-m") + 1], c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
+        ("src.train", "--config-name=train_pseudo_v2", "data.fold=0"),
+        ("src.train", "--config-name=train_pseudo_v2", "data.fold=1"),
+    ]
+    assert all(c[-1] == "trainer=ddp" and f"paths.data_dir={setting('RAW_DATA_DIR')}" in c for c in calls)
+
+
+def test_train_pseudo_sh_runs_one_and_three_channels(tmp_path):
+    calls = run_script("train_pseudo.sh", tmp_path)
+    assert [(c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
+        ("--config-name=train_pseudo", "data.in_channels=1"),
+        ("--config-name=train_pseudo", "data.in_channels=3"),
+    ]

@@ -31,10 +31,10 @@ TINY = [
 ]
 
 
-def compose_cfg(overrides, output_dir=None):
+def compose_cfg(overrides, output_dir=None, config="train"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config, overrides=overrides, return_hydra_config=True)
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
@@ -152,3 +152,19 @@ def test_two_runs_started_at_once_get_different_folders(tmp_path):
     dirs = [p.communicate()[0].strip() for p in procs]
     assert len(set(dirs)) == 4 and all(Path(d).is_dir() for d in dirs)
     assert str(tmp_path / "runs" / "name" / "0") in dirs
+
+
+def test_stage2_configs_carry_the_recipe():
+    v2 = compose_cfg([], config="train_pseudo_v2")
+    assert (v2.data.sampling, v2.data.cutmix_p, v2.model.net.decoder_attention_type) == ("organ_weighted", 0.5, "scse")
+    assert (v2.model.scheduler.T_max, v2.trainer.max_epochs, v2.data.fold, v2.task_name) == (68000, 60, 0, "train_pseudo_v2")
+    assert v2.model.net.encoder_name == "tu-tf_efficientnet_b5" and v2.data.batch_size == 32 and v2.data.img_size == 512
+    best = compose_cfg([], config="train_pseudo")
+    assert (best.data.fold, best.model.scheduler.T_max, best.task_name) == (-1, 34000, "train_pseudo")
+
+
+def test_stage2_fast_dev_run_on_tiny_phantom(tiny_phantom, tmp_path):
+    cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "logger=csv",
+                       "model.net.decoder_channels=[64,32,16,16,16]"], tmp_path, config="train_pseudo_v2")  # scSE needs >= 16
+    assert cfg.data.sampling == "organ_weighted" and cfg.model.net.decoder_attention_type == "scse"
+    assert "val/sd@0.5" in train(cfg)

@@ -62,6 +62,8 @@ class MultiviewDataModule(LightningDataModule):
         persistent_workers: bool = False,
         train_mutliplier: int = 2,
         aug: str = "hard",
+        sampling: str = "uniform",
+        cutmix_p: float = 0.0,
         cache_dir: str | None = None,
         registry: str | None = None,
         progress: bool = True,
@@ -69,6 +71,10 @@ class MultiviewDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_in_channels(in_channels)
+        if sampling not in ("uniform", "organ_weighted"):
+            raise UserError(f"data.sampling must be 'uniform' or 'organ_weighted', got {sampling!r}")
+        if not 0.0 <= float(cutmix_p) <= 1.0:
+            raise UserError(f"data.cutmix_p must be between 0 and 1, got {cutmix_p}")
         self.data_dir = Path(data_dir)
         self.registry = Registry.load(registry)
         self.fold = self.registry.fold("2d", int(fold))
@@ -106,7 +112,8 @@ class MultiviewDataModule(LightningDataModule):
         val_source = self._source(store, val_group)
         # crops and augmentations follow the run seed in the main process too (albumentations has its own RNG)
         seed = int(torch.randint(2**31, ()).item())
-        self.train_set = TrainSlices(sources, self.hparams.in_channels, self.augmentation, self.hparams.train_mutliplier, seed)
+        self.train_set = TrainSlices(sources, self.hparams.in_channels, self.augmentation, self.hparams.train_mutliplier, seed,
+                                     sampling=self.hparams.sampling, cutmix_p=self.hparams.cutmix_p)
         self.train_set.reseed(seed)
         n = len(val_source)
         start, stop = rank * n // world, (rank + 1) * n // world

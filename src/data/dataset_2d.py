@@ -83,20 +83,51 @@ def crop_window(mask: np.ndarray, size: int, mode: str, rng: np.random.Generator
     return int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
 
 
+def organ_weights(sources: list[SliceSource]) -> np.ndarray:
+    """Probability of drawing each source: its group's registry weight (shared by a volume's
+    projections), renormalised over the sources present."""
+    weights = np.array([s.group.weight for s in sources], dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError("sampling weights of the training groups sum to zero")
+    return weights / weights.sum()
+
+
+def cutmix_box(size: int, rng: np.random.Generator, beta: float = 1.0) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the pasted square-ish patch: side sqrt(1 - lam) of the crop, lam ~ Beta(beta, beta)."""
+    cut = np.sqrt(1.0 - rng.beta(beta, beta))
+    ch, cw = int(size * cut), int(size * cut)
+    cy, cx = int(rng.integers(size)), int(rng.integers(size))
+    return (int(np.clip(cy - ch // 2, 0, size)), int(np.clip(cy + ch // 2, 0, size)),
+            int(np.clip(cx - cw // 2, 0, size)), int(np.clip(cx + cw // 2, 0, size)))
+
+
 class TrainSlices(Dataset):
-    """Every slice of every source, ``multiplier`` times per epoch, augmented.
+    """Training samples of 2.5-D stacks with their centre label, augmented.
+
+    ``sampling="uniform"``: every slice of every source, ``multiplier`` times per epoch (stage 1).
+    ``sampling="organ_weighted"``: each sample draws a source with :func:`organ_weights`, then a slice
+    of it (stage 2, epochs as long as the uniform ones).
+    ``cutmix_p``: with this probability a patch of another slice of the same source (same organ, same
+    projection), drawn directly, is pasted into image and mask before the augmentation (as the
+    original v2).
 
     With an :class:`~src.data.transforms.Augmentation` whose scheme starts with pad + crop, the crop
     is chosen on the label slice and only that square of the image stack is read and normalised;
-    slices smaller than the crop go through the whole scheme (padding first), as in the original.
+    slices smaller than the crop are padded and cropped by the scheme's own first steps.
     """
 
-    def __init__(self, sources: list[SliceSource], in_channels: int, augmentation=None, multiplier: int = 1, seed: int = 0):
+    def __init__(self, sources: list[SliceSource], in_channels: int, augmentation=None, multiplier: int = 1, seed: int = 0,
+                 sampling: str = "uniform", cutmix_p: float = 0.0):
+        if sampling not in ("uniform", "organ_weighted"):
+            raise ValueError(f"sampling must be 'uniform' or 'organ_weighted', got {sampling!r}")
         self.sources = sources
         self.in_channels = in_channels
         self.augmentation = augmentation
         self.rng = np.random.default_rng(seed)
         self.multiplier = max(1, int(multiplier))
+        self.sampling = sampling
+        self.cutmix_p = float(cutmix_p)
+        self.weights = organ_weights(sources)
         self.source_index = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(sources)])
         self.slice_index = np.concatenate([np.arange(len(s), dtype=np.int32) for s in sources])
 
@@ -104,29 +135,51 @@ class TrainSlices(Dataset):
         return len(self.slice_index) * self.multiplier
 
     def reseed(self, seed: int) -> None:
-        """New random streams for crops and augmentation (each DataLoader worker calls this)."""
+        """New random streams for sampling, crops and augmentation (each DataLoader worker calls this)."""
         self.rng = np.random.default_rng(seed)
         if self.augmentation is not None:
             self.augmentation.set_random_seed(seed)
 
-    def __getitem__(self, item: int) -> dict:
+    def _draw(self, item: int) -> tuple[int, int]:
+        if self.sampling == "organ_weighted":
+            s = int(self.rng.choice(len(self.sources), p=self.weights))
+            return s, int(self.rng.integers(len(self.sources[s])))
         item %= len(self.slice_index)
-        source = self.sources[self.source_index[item]]
-        z = int(self.slice_index[item])
+        return int(self.source_index[item]), int(self.slice_index[item])
+
+    def _cropped(self, source: SliceSource, z: int) -> tuple[np.ndarray, np.ndarray]:
+        """The slice's stack and label, cropped as the scheme's first steps would (uncropped without them)."""
         mask = source.mask(z)
         aug = self.augmentation
-        if aug is None:
-            image = stack_slices(source.image, z, self.in_channels)
-        elif aug.crop is not None and min(mask.shape) >= aug.size:
+        if aug is not None and aug.crop is not None and min(mask.shape) >= aug.size:
             y0, x0 = crop_window(mask, aug.size, aug.crop, self.rng)
             image = stack_slices(source.image, z, self.in_channels, (y0, x0, aug.size))
-            out = aug.pipeline(image=image, mask=mask[y0 : y0 + aug.size, x0 : x0 + aug.size])
-            image, mask = out["image"], out["mask"]
-        else:
-            out = aug.full(image=stack_slices(source.image, z, self.in_channels), mask=mask)
+            return image, mask[y0 : y0 + aug.size, x0 : x0 + aug.size]
+        image = stack_slices(source.image, z, self.in_channels)
+        if aug is not None and aug.crop is not None:
+            out = aug.pre(image=image, mask=mask)
+            return out["image"], out["mask"]
+        return image, mask
+
+    def __getitem__(self, item: int) -> dict:
+        s, z = self._draw(item)
+        source = self.sources[s]
+        image, mask = self._cropped(source, z)
+        partner = -1
+        if self.cutmix_p and self.rng.random() < self.cutmix_p:
+            partner = int(self.rng.integers(len(source)))
+            image2, mask2 = self._cropped(source, partner)
+            if image2.shape == image.shape:  # always, except for a scheme that crops late (whole slices)
+                y0, y1, x0, x1 = cutmix_box(min(image.shape[:2]), self.rng)
+                image, mask = image.copy(), mask.copy()
+                image[y0:y1, x0:x1] = image2[y0:y1, x0:x1]
+                mask[y0:y1, x0:x1] = mask2[y0:y1, x0:x1]
+        aug = self.augmentation
+        if aug is not None:
+            out = (aug.pipeline if aug.crop is not None else aug.full)(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         image_t, mask_t = _to_tensors(image, mask)
-        return {"image": image_t, "mask": mask_t, "source": int(self.source_index[item]), "slice": z}
+        return {"image": image_t, "mask": mask_t, "source": s, "slice": z, "cutmix_partner": partner}
 
 
 class ValidationSlices(Dataset):

@@ -87,11 +87,13 @@ class Augmentation:
     size: int
     crop: str | None
     pipeline: A.Compose
-    full: A.Compose  # the whole scheme, for slices smaller than the crop (padded first, as the original)
+    full: A.Compose  # the whole scheme
+    pre: A.Compose  # its leading pad + crop (empty when the scheme crops later)
 
     def set_random_seed(self, seed: int) -> None:
         self.pipeline.set_random_seed(seed)
         self.full.set_random_seed(seed + 1)
+        self.pre.set_random_seed(seed + 2)
 
 
 def build_augmentation(scheme: str, img_size: int) -> Augmentation:
@@ -101,8 +103,8 @@ def build_augmentation(scheme: str, img_size: int) -> Augmentation:
     kinds = [type(t).__name__ for t in steps[:2]]
     crop = {"CropNonEmptyMaskIfExists": "vessel", "RandomCrop": "random"}.get(kinds[1]) if kinds[0] == "PadIfNeeded" else None
     if crop is None:
-        return Augmentation(scheme, int(img_size), None, full, full)
-    return Augmentation(scheme, int(img_size), crop, A.Compose(steps[2:], p=1.0), full)
+        return Augmentation(scheme, int(img_size), None, full, full, A.Compose([], p=1.0))
+    return Augmentation(scheme, int(img_size), crop, A.Compose(steps[2:], p=1.0), full, A.Compose(steps[:2], p=1.0))
 
 
 def build_transforms(scheme: str, img_size: int) -> A.Compose:
