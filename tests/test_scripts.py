@@ -55,3 +55,12 @@ def test_train_pseudo_sh_runs_one_and_three_channels(tmp_path):
         ("--config-name=train_pseudo", "data.in_channels=1"),
         ("--config-name=train_pseudo", "data.in_channels=3"),
     ]
+
+
+def test_train_pseudo_3d_sh_runs_folds_0_and_1(tmp_path):
+    calls = run_script("train_pseudo_3d.sh", tmp_path, "trainer=gpu")
+    assert [(c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
+        ("--config-name=train_pseudo_3d", "data.fold=0"),
+        ("--config-name=train_pseudo_3d", "data.fold=1"),
+    ]
+    assert all(c[-1] == "trainer=gpu" for c in calls)

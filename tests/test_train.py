@@ -168,3 +168,31 @@ def test_stage2_fast_dev_run_on_tiny_phantom(tiny_phantom, tmp_path):
                        "model.net.decoder_channels=[64,32,16,16,16]"], tmp_path, config="train_pseudo_v2")  # scSE needs >= 16
     assert cfg.data.sampling == "organ_weighted" and cfg.model.net.decoder_attention_type == "scse"
     assert "val/sd@0.5" in train(cfg)
+
+
+def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
+    recipe = compose_cfg([], config="train_pseudo_3d")
+    net = recipe.model.net
+    assert (net.spatial_dims, net.in_channels, net.out_channels, net.dropout) == (3, 1, 1, 0.1)
+    assert list(map(list, net.kernel_size)) == [[3, 3, 3]] * 6 and list(map(list, net.strides)) == [[1, 1, 1]] + [[2, 2, 2]] * 5
+    assert list(map(list, net.upsample_kernel_size)) == [[2, 2, 2]] * 5
+    opt = recipe.model.optimizer
+    assert (opt._target_, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 1e-2, 0.99, True, 3e-5)
+    assert (recipe.model.scheduler.T_max, recipe.trainer.max_epochs) == (125000, 500)
+    assert (recipe.data.img_size, recipe.data.batch_size, recipe.data.samples_per_epoch, recipe.data.val_samples_per_epoch) == (192, 4, 2000, 200)
+    assert recipe.data.vessel_p == 0.5 and recipe.run_name == "DynUNet_size_192_bs4"
+    cfg = compose_cfg(["experiment=demo3d", f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "extras.print_config=false",
+                       "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
+                       "trainer.enable_model_summary=false"], tmp_path, config="train_pseudo_3d")
+    assert cfg.trainer.max_epochs == 2  # experiment values come after the stage's
+    metrics = train(cfg)
+    assert {"val/loss", "val/dice", "val/sd@0.5"} <= set(metrics)
+
+
+def test_3d_checkpoint_is_refused_by_the_2d_engine(tmp_path):
+    from src.inference.checkpoints import load_member
+
+    torch_save = __import__("torch").save
+    torch_save({"hyper_parameters": {"net": {"spatial_dims": 3}, "net_kind": "dynunet"}, "state_dict": {}}, tmp_path / "3d.ckpt")
+    with pytest.raises(UserError, match="3-D DynUNet checkpoint"):
+        load_member(tmp_path / "3d.ckpt")

@@ -38,7 +38,8 @@ def seed_augmentation_worker(worker_id: int) -> None:
     """
     info = get_worker_info()
     if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(torch.initial_seed() % 2**32)
+        rank = getattr(info.dataset, "rank", 0)  # worker seeds repeat across DDP processes: mix the rank in
+        info.dataset.reseed((torch.initial_seed() + 7919 * rank) % 2**32)
 
 
 class MultiviewDataModule(LightningDataModule):
@@ -114,7 +115,8 @@ class MultiviewDataModule(LightningDataModule):
         seed = int(torch.randint(2**31, ()).item())
         self.train_set = TrainSlices(sources, self.hparams.in_channels, self.augmentation, self.hparams.train_mutliplier, seed,
                                      sampling=self.hparams.sampling, cutmix_p=self.hparams.cutmix_p)
-        self.train_set.reseed(seed)
+        self.train_set.reseed(seed + 7919 * rank)
+        self.train_set.rank = rank
         n = len(val_source)
         start, stop = rank * n // world, (rank + 1) * n // world
         self.val_set = ValidationSlices(val_source, self.hparams.in_channels, start, stop, context=world > 1)

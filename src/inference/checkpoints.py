@@ -43,6 +43,8 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net_cfg = (ckpt.get("hyper_parameters") or {}).get("net") if isinstance(ckpt, dict) else None
     if not isinstance(net_cfg, dict):
         raise UserError(f"{path}: checkpoint has no network config (hyper_parameters.net); was it written by this project?")
+    if (ckpt.get("hyper_parameters") or {}).get("net_kind") == "dynunet":
+        raise UserError(f"{path}: a 3-D DynUNet checkpoint; the 2.5-D inference engine takes 2-D models only")
     net_cfg = {**net_cfg, "encoder_weights": None}
     net = build_net(net_cfg)
     state = {}

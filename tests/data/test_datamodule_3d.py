@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from src.data.datamodule_3d import FixedCrops3D, RandomCrops3D, VolumeDataModule3D, VolumePair, choose_crop, d4_3d
+from src.data.registry import Registry
+from src.data.volumes import VolumeStore
+from src.utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_phantom):
+    registry = Registry.load()
+    return VolumePair.open(VolumeStore(progress=False), registry["kidney_2"], tiny_phantom, registry.label_threshold)
+
+
+def make(data_dir, **kw):
+    args = dict(data_dir=str(data_dir), fold=0, img_size=16, batch_size=2, samples_per_epoch=8, val_samples_per_epoch=4,
+                num_workers=0, progress=False)
+    args.update(kw)
+    return VolumeDataModule3D(**args)
+
+
+def hit_rate(pair, size, vessel_p, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.mean([pair.read(choose_crop(pair, size, vessel_p, rng), size)[1].any() for _ in range(n)])
+
+
+def test_crops_hit_vessels_at_the_asked_rate(pair):
+    base = hit_rate(pair, 8, 0.0)
+    assert base < 0.9  # small crops often miss the vessels
+    assert hit_rate(pair, 8, 1.0) == 1.0
+    half = hit_rate(pair, 8, 0.5)
+    expected = 0.5 + 0.5 * base
+    assert abs(half - expected) < 0.1
+
+
+def test_volumes_smaller_than_the_crop_are_padded(pair):
+    size = max(pair.shape) + 10
+    image, label = pair.read(choose_crop(pair, size, 1.0, np.random.default_rng(0)), size)
+    assert image.shape == label.shape == (size, size, size)
+    assert label.sum() == (np.asarray(pair.label.data) > pair.threshold).sum()  # the whole volume is inside, labels unpadded
+
+
+def test_crop_reads_the_right_voxels(pair):
+    origin = (2, 5, 7)
+    image, label = pair.read(origin, 8)
+    np.testing.assert_array_equal(image, pair.image.normalise(pair.image.data[2:10, 5:13, 7:15]))
+    np.testing.assert_array_equal(label, np.asarray(pair.label.data[2:10, 5:13, 7:15]) > 127)
+
+
+def test_d4_keeps_image_and_label_aligned():
+    rng = np.random.default_rng(0)
+    image = rng.random((8, 8, 8)).astype(np.float32)
+    label = (image > 0.7).astype(np.uint8)
+    for _ in range(20):
+        a, b = d4_3d(image, label, rng)
+        assert a.shape == (8, 8, 8) and a.flags.c_contiguous
+        np.testing.assert_array_equal(b, (a > 0.7).astype(np.uint8))
+
+
+def test_datamodule_batches_and_fixed_validation(tiny_phantom):
+    dm = make(tiny_phantom)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 16, 16, 16) and batch["mask"].shape == (2, 1, 16, 16, 16)
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+    assert len(dm.train_set) == 8 and len(dm.val_set) == 4
+    assert [p.group.name for p in dm.train_set.pairs] == ["kidney_1_dense", "kidney_2"]  # HOA absent: skipped
+    again = make(tiny_phantom)
+    again.setup("fit")
+    assert again.val_set.origins == dm.val_set.origins  # the same validation crops every time
+    torch.testing.assert_close(again.val_set[1]["image"], dm.val_set[1]["image"])
+
+
+def test_3d_errors(tmp_path, tiny_phantom):
+    with pytest.raises(UserError, match="fold 9 is not defined for 3d"):
+        make(tiny_phantom, fold=9)
+    with pytest.raises(UserError, match="is not a folder"):
+        make(tmp_path / "none").setup("fit")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="3-D fold 0 has no training data"):
+        make(tmp_path / "empty").setup("fit")
