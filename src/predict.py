@@ -5,7 +5,8 @@
 
 Every ``<test_dir>/<kidney>/images`` folder is a test volume. The inference engine averages the
 ensemble over the three views into a float16 probability memory map in the run folder, which is
-thresholded slice by slice into RLE rows; the rows follow ``sample_submission.csv`` (every id present,
+thresholded slice by slice into RLE rows (with 3-D checkpoints, ``checkpoints_3d=[...]``, the 3-D
+probabilities are blended in as the 4th place submitted: see ``src/inference/blend.py``); the rows follow ``sample_submission.csv`` (every id present,
 ``1 0`` for an empty slice). Works with the public download's 3 slices per kidney.
 """
 
@@ -49,9 +50,13 @@ def test_volumes(test_dir: Path) -> dict[str, Path]:
 
 def predict(cfg: DictConfig) -> Path:
     """Run the configured ensemble on the test kidneys; returns the submission path."""
+    import numpy as np
+
     from src.data.volumes import VolumeStore
-    from src.inference.checkpoints import load_member
+    from src.inference.blend import blend_slice
+    from src.inference.checkpoints import load_member, load_member_3d
     from src.inference.engine import InferenceEngine, resolve_device
+    from src.inference.engine3d import Engine3D
     from src.inference.submission import check_against_volumes, read_sample_submission, submission_rows, write_submission
 
     checkpoints = list(cfg.checkpoints or [])
@@ -65,6 +70,16 @@ def predict(cfg: DictConfig) -> Path:
     engine = InferenceEngine(members, roi_size=e.roi_size, overlap=e.overlap, mode=e.mode, padding_mode=e.padding_mode,
                              sw_batch_size=e.sw_batch_size, slices_per_batch=e.slices_per_batch, views=list(e.views),
                              device=device, amp=e.amp, progress=cfg.progress)
+    checkpoints_3d = list(cfg.get("checkpoints_3d") or [])
+    engine_3d = None
+    if checkpoints_3d:
+        w3 = _per_checkpoint(cfg.weights_3d, len(checkpoints_3d), "weights_3d", 1.0)
+        t3 = _per_checkpoint(cfg.tta_3d, len(checkpoints_3d), "tta_3d", "none")
+        e3 = cfg.engine_3d
+        engine_3d = Engine3D([load_member_3d(c, float(w), str(t), device) for c, w, t in zip(checkpoints_3d, w3, t3)],
+                             roi_size=e3.roi_size, overlap=e3.overlap, mode=e3.mode, sw_batch_size=e3.sw_batch_size,
+                             slab=e3.slab, device=device, amp=e.amp, progress=cfg.progress)
+    blend = dict(cfg.blend)
     store = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress)
     folders = test_volumes(Path(cfg.test_dir))
     volumes = {k: store.open(f) for k, f in folders.items()}
@@ -85,7 +100,15 @@ def predict(cfg: DictConfig) -> Path:
             continue
         prob_path = run_dir / "probabilities" / f"{kidney}.npy"
         prob = engine.predict(volume, out=prob_path, name=kidney)
-        rles.update(submission_rows(kidney, volume.first, prob, float(cfg.threshold), per_kidney[kidney]))
+        if engine_3d is None:
+            def mask_of(z, prob=prob):
+                return np.asarray(prob[z]) > cfg.threshold
+        else:
+            prob_3d = engine_3d.predict(volume, out=run_dir / "probabilities" / f"{kidney}_3d.npy", name=kidney)
+
+            def mask_of(z, prob=prob, prob_3d=prob_3d):
+                return blend_slice(prob[z], prob_3d[z], **blend)
+        rles.update(submission_rows(kidney, volume.first, len(volume), mask_of, per_kidney[kidney]))
         log.info("%s: %d slices predicted", kidney, len(volume))
         del prob
     out = Path(cfg.output)

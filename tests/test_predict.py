@@ -86,3 +86,21 @@ def test_cli_error_is_one_line(tmp_path, tiny_phantom):
     out = subprocess.run([sys.executable, "-m", "src.predict", f"paths.data_dir={tiny_phantom}", f"paths.log_dir={tmp_path}"],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 2 and "error: no model: pass checkpoints=" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_2d_and_3d_checkpoints_are_blended(tmp_path, tiny_phantom, checkpoint):
+    import torch
+    from monai.networks.nets import DynUNet
+
+    from tests.inference.test_blend_3d import TINY_DYNUNET
+
+    net = DynUNet(**TINY_DYNUNET)
+    ckpt3d = tmp_path / "3d.ckpt"
+    torch.save({"hyper_parameters": {"net": TINY_DYNUNET, "net_kind": "dynunet"},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt3d)
+    for mode in ("roi", "average"):
+        out = predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
+                              f"blend.mode={mode}", "keep_probabilities=true"))
+        sub = pd.read_csv(out, keep_default_na=False)
+        assert list(sub.id) == list(pd.read_csv(tiny_phantom / "sample_submission.csv").id)
+    assert (tmp_path / "run" / "probabilities" / "kidney_5_3d.npy").exists()

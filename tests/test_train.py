@@ -194,5 +194,5 @@ def test_3d_checkpoint_is_refused_by_the_2d_engine(tmp_path):
 
     torch_save = __import__("torch").save
     torch_save({"hyper_parameters": {"net": {"spatial_dims": 3}, "net_kind": "dynunet"}, "state_dict": {}}, tmp_path / "3d.ckpt")
-    with pytest.raises(UserError, match="3-D DynUNet checkpoint"):
+    with pytest.raises(UserError, match="a 3-D DynUNet checkpoint"):
         load_member(tmp_path / "3d.ckpt")

@@ -29,29 +29,46 @@ class Member:
     name: str = ""
 
 
-def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments."""
-    from src.models.module_2d import build_net
-
-    path = Path(path)
+def _read(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    net_cfg = (ckpt.get("hyper_parameters") or {}).get("net") if isinstance(ckpt, dict) else None
-    if not isinstance(net_cfg, dict):
+    if not isinstance(ckpt, dict) or not isinstance((ckpt.get("hyper_parameters") or {}).get("net"), dict):
         raise UserError(f"{path}: checkpoint has no network config (hyper_parameters.net); was it written by this project?")
-    if (ckpt.get("hyper_parameters") or {}).get("net_kind") == "dynunet":
-        raise UserError(f"{path}: a 3-D DynUNet checkpoint; the 2.5-D inference engine takes 2-D models only")
-    net_cfg = {**net_cfg, "encoder_weights": None}
+    return ckpt
+
+
+def _net_state(ckpt: dict) -> dict:
+    return {k[4:].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+
+def load_member_3d(path: str | Path, weight: float = 1.0, tta: str = "none", device="cpu") -> Member:
+    """A 3-D (DynUNet) member from a stage-2 3-D checkpoint."""
+    from src.models.module_3d import build_net_3d
+
+    path = Path(path)
+    ckpt = _read(path)
+    if ckpt["hyper_parameters"].get("net_kind") != "dynunet":
+        raise UserError(f"{path}: not a 3-D DynUNet checkpoint (give it in checkpoints=, not checkpoints_3d=)")
+    net = build_net_3d(ckpt["hyper_parameters"]["net"])
+    net.load_state_dict(_net_state(ckpt))
+    return Member(net.eval().to(device), 1, float(weight), tta, str(path))
+
+
+def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments."""
+    from src.models.module_2d import build_net
+
+    path = Path(path)
+    ckpt = _read(path)
+    if ckpt["hyper_parameters"].get("net_kind") == "dynunet":
+        raise UserError(f"{path}: a 3-D DynUNet checkpoint; give it in checkpoints_3d= (the 2.5-D engine takes 2-D models)")
+    net_cfg = {**ckpt["hyper_parameters"]["net"], "encoder_weights": None}
     net = build_net(net_cfg)
-    state = {}
-    for key, value in ckpt["state_dict"].items():
-        if key.startswith("net."):
-            state[key[4:].replace("_orig_mod.", "")] = value
-    net.load_state_dict(state)
+    net.load_state_dict(_net_state(ckpt))
     return net.eval().to(device), net_cfg
 
 

@@ -47,14 +47,14 @@ def check_against_volumes(wanted: pd.DataFrame, slices: dict[str, range], source
             raise UserError(f"{source} lists {bad.id.iloc[0]!r}, but {kidney} has slices {r.start:04d}-{r.stop - 1:04d}")
 
 
-def submission_rows(kidney: str, first: int, prob: np.ndarray, threshold: float, wanted: set[int] | None = None) -> dict[str, str]:
-    """id -> RLE of ``prob > threshold`` for the slices of one kidney (``prob`` (Z, H, W), slice
-    numbers from ``first``), one slice at a time."""
+def submission_rows(kidney: str, first: int, depth: int, mask_of, wanted: set[int] | None = None) -> dict[str, str]:
+    """id -> RLE of ``mask_of(z)`` (a binary slice) for the ``depth`` slices of one kidney, slice
+    numbers from ``first``, one slice at a time."""
     out = {}
-    for z in range(prob.shape[0]):
+    for z in range(depth):
         n = first + z
         if wanted is None or n in wanted:
-            out[f"{kidney}_{n:04d}"] = rle_encode(np.asarray(prob[z]) > threshold)
+            out[f"{kidney}_{n:04d}"] = rle_encode(mask_of(z))
     return out
 
 

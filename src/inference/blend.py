@@ -1,0 +1,44 @@
+"""The submitted 2-D + 3-D blend, and a plain weighted average.
+
+``roi`` (the 4th place's Kaggle notebook), per slice: the mask ``p2d > hull_threshold``, its edges
+(Canny), the convex hull of all their contours, filled and dilated (5x5 kernel, 5 iterations) is a
+region of interest; the final mask is ``(roi * p3d + p2d) > threshold`` (0.55), and ``p2d > hull_threshold``
+where the slice has no contour. ``average``: ``(w2d * p2d + w3d * p3d) / (w2d + w3d) > threshold``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from src.utils.errors import UserError
+
+BLEND_MODES = ("roi", "average")
+
+
+def roi_mask(p2d_slice: np.ndarray, hull_threshold: float = 0.05, kernel: int = 5, iterations: int = 5) -> np.ndarray | None:
+    """The dilated filled convex hull of the 2-D mask's contours (uint8 0/1), None without contours."""
+    binary = (np.asarray(p2d_slice) > hull_threshold).astype(np.uint8) * 255
+    edges = cv2.Canny(binary, 100, 200)
+    contours, _ = cv2.findContours(edges, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    hull = cv2.convexHull(np.concatenate(contours))
+    region = np.zeros(binary.shape, np.uint8)
+    cv2.fillPoly(region, [hull], 1)
+    return cv2.dilate(region, np.ones((kernel, kernel), np.uint8), iterations=iterations)
+
+
+def blend_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,
+                kernel: int = 5, iterations: int = 5, weight_2d: float = 1.0, weight_3d: float = 1.0) -> np.ndarray:
+    """Binary (bool) mask of one slice from the 2-D and 3-D probabilities."""
+    p2d = np.asarray(p2d, dtype=np.float32)
+    p3d = np.asarray(p3d, dtype=np.float32)
+    if mode == "average":
+        return (weight_2d * p2d + weight_3d * p3d) / (weight_2d + weight_3d) > threshold
+    if mode != "roi":
+        raise UserError(f"unknown blend mode {mode!r} (choose one of {', '.join(BLEND_MODES)})")
+    region = roi_mask(p2d, hull_threshold, kernel, iterations)
+    if region is None:
+        return p2d > hull_threshold
+    return (region * p3d + p2d) > threshold

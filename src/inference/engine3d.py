@@ -1,0 +1,109 @@
+"""3-D sliding-window inference (the stage-2 DynUNet): a volume -> a float16 probability volume.
+
+The volume is processed in slabs of z-slices with a margin of half a window on each side (only the
+slab's centre is kept), so memory is a few slabs whatever the volume's size; within a slab MONAI's
+sliding window (roi, overlap, gaussian) runs with the member's test-time augmentation: ``none``,
+``flip`` (identity and a flip of each axis, 4 views) or ``d4`` (the four quarter turns in the
+slice plane, each also flipped along z, 8 views). Members' logits are averaged with their weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from src.data.volumes import Volume, release_pages
+from src.inference.checkpoints import Member
+from src.inference.engine import resolve_device
+from src.utils.errors import UserError
+from src.utils.progress import track
+
+TTA_3D = ("none", "flip", "d4")
+
+
+def _views_3d(mode: str) -> list[tuple[int, tuple[int, ...]]]:
+    """(quarter turns in the (H, W) plane, flipped axes) of each view, axes of a (N, C, D, H, W) tensor."""
+    if mode == "none":
+        return [(0, ())]
+    if mode == "flip":
+        return [(0, ()), (0, (2,)), (0, (3,)), (0, (4,))]
+    if mode == "d4":
+        return [(k, flip) for k in range(4) for flip in ((), (2,))]
+    raise UserError(f"unknown 3-D test-time augmentation {mode!r} (choose one of {', '.join(TTA_3D)})")
+
+
+@dataclass
+class Engine3D:
+    members: Sequence[Member]
+    roi_size: int = 256
+    overlap: float = 0.25
+    mode: str = "gaussian"
+    sw_batch_size: int = 1
+    slab: int = 512  # z-slices predicted at a time (plus margins)
+    device: str | torch.device | None = "auto"
+    amp: bool = True
+    progress: bool = True
+    _device: torch.device = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not self.members:
+            raise UserError("the 3-D engine needs at least one model")
+        self._device = resolve_device(self.device)
+        for m in self.members:
+            m.net.to(self._device).eval()
+        self.total_weight = float(sum(m.weight for m in self.members))
+
+    @torch.no_grad()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        roi = (self.roi_size,) * 3
+        total = None
+        autocast = self.amp and self._device.type == "cuda"
+        for m in self.members:
+            views = _views_3d(m.tta)
+            acc = None
+            for k, flips in views:
+                v = torch.rot90(x, k, dims=(3, 4)) if k else x
+                v = torch.flip(v, flips) if flips else v
+                with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
+                    y = sliding_window_inference(v, roi, self.sw_batch_size, m.net, overlap=self.overlap, mode=self.mode,
+                                                 padding_mode="constant", sw_device=self._device, device="cpu").float()
+                y = torch.flip(y, flips) if flips else y
+                y = torch.rot90(y, -k, dims=(3, 4)) if k else y
+                acc = y if acc is None else acc + y
+            total = m.weight * acc / len(views) if total is None else total + m.weight * acc / len(views)
+        return total / self.total_weight
+
+    def predict(self, volume: Volume, out: str | Path | None = None, name: str = "") -> np.ndarray:
+        """Probability volume (float16, the volume's shape); a memory map renamed into place at ``out``."""
+        depth = volume.shape[0]
+        margin = self.roi_size // 2
+        tmp = None
+        if out is None:
+            result = np.zeros(volume.shape, dtype=np.float16)
+        else:
+            out = Path(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+            result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
+        starts = range(0, depth, self.slab)
+        for z0 in track(starts, len(starts), f"{name} 3d".strip(), self.progress):
+            z1 = min(depth, z0 + self.slab)
+            lo, hi = max(0, z0 - margin), min(depth, z1 + margin)
+            x = torch.from_numpy(volume.normalise(volume.data[lo:hi]))[None, None].to(self._device)
+            release_pages(volume.data)
+            probs = torch.sigmoid(self._logits(x))[0, 0].numpy()
+            result[z0:z1] = probs[z0 - lo : z1 - lo]
+            if tmp is not None:
+                result.flush()
+                release_pages(result)
+        if tmp is None:
+            return result
+        del result
+        os.replace(tmp, out)
+        return np.load(out, mmap_mode="r")
