@@ -8,8 +8,10 @@ Steps, each a command a user would run on the real data:
   5. ``python -m src.train experiment=demo paths.data_dir=data/phantom``  (stage 1, fold 0, on the CPU),
      next to the best global intensity threshold on the same validation volume
   6. ``python generate_pseudo.py`` and ``python generate_mutliview_pseudo.py``  (the external jp2 kidney)
-  7. ``python -m src.predict`` on the test kidneys, ``python -m src.score`` against ``solution.csv``, the
-     threshold baseline on the same kidneys, and a PNG per kidney (one slice per view)
+  7. ``python -m src.train --config-name=train_pseudo_3d experiment=demo3d``  (a small 3-D DynUNet)
+  8. ``python -m src.predict`` on the test kidneys with the 2-D model, the 3-D model alone, and the
+     submitted 2-D + 3-D blend, each scored against ``solution.csv``; the threshold baseline on the
+     same kidneys, and a PNG per kidney (one slice per view)
 Every step is idempotent: a second run reuses what the first wrote (a finished training included).
 """
 
@@ -35,12 +37,13 @@ from src.inference.checkpoints import best_checkpoint_in
 from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
 from src.metrics.rle import rle_decode
+from src.metrics.surface_dice import surface_dice
 from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, mean_score, read_csv, score_submission
 from src.utils.errors import cli_main
 from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
 
-STEPS = 7
+STEPS = 8
 
 
 def step(number: int, title: str) -> float:
@@ -73,6 +76,7 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--skip-train", action="store_true", help="stop after the scorer check")
     parser.add_argument("--fold", type=int, default=0, help="stage-1 fold to train")
     parser.add_argument("train_overrides", nargs="*", help="extra Hydra overrides for the stage-1 run")
+    parser.add_argument("--train-3d", dest="train_3d_overrides", nargs="*", default=[], help="extra Hydra overrides for the 3-D run")
     args = parser.parse_args(argv)
     data, work = Path(args.out), Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,8 @@ def main(argv=None) -> dict[str, float]:
     if not args.skip_train:
         run_dir = stage1(data, work, args.fold, args.train_overrides, results)
         pseudo(data, run_dir, args.quiet)
-        predict_test(data, work, run_dir, results)
+        run_3d = stage2_3d(data, work, args.fold, args.train_3d_overrides)
+        predict_test(data, work, run_dir, run_3d, results)
     summary_line = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s: {summary_line}")
     return results
@@ -162,20 +167,49 @@ def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
     print(f"  done in {time.perf_counter() - t:.0f} s")
 
 
+DEMO_3D = ["trainer.max_epochs=6", "data.samples_per_epoch=40", "data.val_samples_per_epoch=8"]
+
+
+def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
+    """Train the small 3-D model (reusing a finished run)."""
+    run_dir = work / "stage2_3d" / f"fold{fold}"
+    t = step(7, f"stage 2, 3-D: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_dir}")
+    if not (run_dir / "metrics.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run([sys.executable, "-m", "src.train", "--config-name=train_pseudo_3d", "experiment=demo3d", f"data.fold={fold}",
+             f"paths.data_dir={data}", f"hydra.run.dir={run_dir}", "extras.print_config=false", *DEMO_3D, *overrides])
+        print(f"  trained in {time.perf_counter() - t:.0f} s")
+    else:
+        print("  reused the finished run")
+    epoch, metric, value = best_validation(run_dir / "metrics.csv")
+    print(f"  best {metric} of the validation crops = {value:.4f} (epoch {epoch})")
+    print("  (a deliberately tiny 3-D model trained for about a minute and a half on the CPU: the blend, which")
+    print("   trusts the 3-D model inside the 2-D model's hull, needs a well-trained one to help)")
+    return run_dir
+
+
 def solution_volume(solution: pd.DataFrame, kidney: str) -> np.ndarray:
     rows = solution[solution.image_id == kidney].sort_values("slice_id")
     return np.stack([rle_decode(r.rle, (int(r.height), int(r.width))) for r in rows.itertuples()])
 
 
-def predict_test(data: Path, work: Path, run_dir: Path, results: dict) -> None:
-    t = step(7, "predict the test kidneys (python -m src.predict) and score them")
+def predict_test(data: Path, work: Path, run_dir: Path, run_3d: Path, results: dict) -> None:
+    t = step(8, "predict the test kidneys (python -m src.predict): 2-D, 3-D alone, 2-D + 3-D blend")
     checkpoint = best_checkpoint_in(run_dir / "checkpoints")
+    checkpoint_3d = best_checkpoint_in(run_3d / "checkpoints")
     submission, predict_dir = work / "submission.csv", work / "predict"
+    blended, blend_dir = work / "submission_blend.csv", work / "predict_blend"
+    common = [f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"engine.roi_size={_roi(run_dir)}", "progress=false"]
     shutil.rmtree(predict_dir, ignore_errors=True)
-    run([sys.executable, "-m", "src.predict", f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={submission}",
-         f"engine.roi_size={_roi(run_dir)}", "keep_probabilities=true", f"hydra.run.dir={predict_dir}", "progress=false"])
-    print(f"  predicted in {time.perf_counter() - t:.0f} s; scores of {submission}:")
+    shutil.rmtree(blend_dir, ignore_errors=True)
+    run([sys.executable, "-m", "src.predict", *common, f"output={submission}", "keep_probabilities=true", f"hydra.run.dir={predict_dir}"])
+    run([sys.executable, "-m", "src.predict", *common, f"output={blended}", f"checkpoints_3d=[{checkpoint_3d}]",
+         f"engine_3d.roi_size={_roi(run_3d)}", "keep_probabilities=true", f"hydra.run.dir={blend_dir}"])
+    print(f"  predicted in {time.perf_counter() - t:.0f} s")
+    print(f"  2-D ({submission}):")
     scores = score_file(submission, data / "solution.csv")
+    print(f"  2-D + 3-D blend ({blended}):")
+    blend_scores = score_file(blended, data / "solution.csv")
     solution = pd.read_csv(data / "solution.csv", keep_default_na=False)
     store = VolumeStore(progress=False)
     print("  threshold baseline (best global intensity threshold per kidney, tuned on the kidney itself):")
@@ -185,10 +219,15 @@ def predict_test(data: Path, work: Path, run_dir: Path, results: dict) -> None:
         threshold, baseline = best_threshold(threshold_baseline(image, truth))
         print(f"  {kidney:<10} {baseline:.6f} (threshold {threshold:.2f})")
         prob = np.load(predict_dir / "probabilities" / f"{kidney}.npy", mmap_mode="r")
+        prob_3d = np.load(blend_dir / "probabilities" / f"{kidney}_3d.npy", mmap_mode="r")
+        only_3d = surface_dice(np.asarray(prob_3d) > 0.5, truth)
+        print(f"  {'':<10} 3-D alone (threshold 0.5): {only_3d:.6f}")
         png = write_preview(image, np.asarray(prob) > 0.5, work / "pictures" / f"{kidney}.png", truth)
         print(f"  picture: {png}")
-        results.update({f"{kidney}_model": scores[kidney], f"{kidney}_baseline": baseline})
+        results.update({f"{kidney}_model": scores[kidney], f"{kidney}_baseline": baseline, f"{kidney}_3d": only_3d,
+                        f"{kidney}_blend": blend_scores[kidney]})
     results["test_model_mean"] = scores["mean"]
+    results["test_blend_mean"] = blend_scores["mean"]
 
 
 if __name__ == "__main__":

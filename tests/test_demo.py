@@ -3,6 +3,8 @@ import pandas as pd
 from src.demo import main
 
 
+TINY_3D = ["trainer.max_epochs=1", "data.samples_per_epoch=4", "data.val_samples_per_epoch=2", "~callbacks.rich_progress_bar",
+           "trainer.enable_progress_bar=false"]
 TINY_TRAIN = ["data.img_size=64", "data.batch_size=4", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
               "~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false"]
 
@@ -28,8 +30,9 @@ def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):
 
 def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     data, work = tmp_path / "phantom", tmp_path / "work"
-    results = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN])
-    for key in ("val_model_sd", "val_baseline_sd", "kidney_5_model", "kidney_6_model", "kidney_5_baseline", "test_model_mean"):
+    results = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN, "--train-3d", *TINY_3D])
+    for key in ("val_model_sd", "val_baseline_sd", "kidney_5_model", "kidney_6_model", "kidney_5_baseline", "test_model_mean",
+                "kidney_5_3d", "kidney_6_blend", "test_blend_mean"):
         assert 0.0 <= results[key] <= 1.0, key
     out = capsys.readouterr().out
     assert "best val/sd@" in out and "best global intensity threshold" in out
@@ -40,6 +43,7 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     submission = pd.read_csv(work / "submission.csv", keep_default_na=False)
     assert list(submission.id) == list(pd.read_csv(data / "sample_submission.csv").id)
     assert (work / "pictures" / "kidney_5.png").exists() and (work / "pictures" / "kidney_6.png").exists()
+    assert (work / "submission_blend.csv").exists() and (work / "stage2_3d" / "fold0" / "metrics.json").exists()
     # a second demo reuses the finished run and the pseudo labels
     again = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
     assert again["val_model_sd"] == results["val_model_sd"]

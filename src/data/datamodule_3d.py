@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.datamodule_2d import per_device_batch_size, seed_augmentation_worker
 from src.data.registry import Group, Registry
-from src.data.volumes import Volume, VolumeStore
+from src.data.volumes import Volume, VolumeStore, advise_random_access, read_region, release_pages
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class VolumePair:
     def open(cls, store: VolumeStore, group: Group, data_dir: Path, threshold: int) -> "VolumePair":
         image, label = store.open_pair(group.images_dir(data_dir), group.labels_dir(data_dir), group.images_follow_labels)
         counts = np.array([np.count_nonzero(np.asarray(label.data[z]) > threshold) for z in range(len(label))], np.int64)
+        release_pages(label.data)
+        advise_random_access(image.data)
+        advise_random_access(label.data)
         return cls(group, image, label, threshold, counts)
 
     @property
@@ -55,14 +58,15 @@ class VolumePair:
         k = int(rng.integers(total))
         z = int(np.searchsorted(np.cumsum(self.slice_vessels), k, side="right"))
         ys, xs = np.nonzero(np.asarray(self.label.data[z]) > self.threshold)
+        release_pages(self.label.data)
         i = int(rng.integers(len(ys)))
         return z, int(ys[i]), int(xs[i])
 
     def read(self, origin: tuple[int, int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
         """(image float32, label uint8 0/1) crops of ``size``^3 at ``origin``, padded where outside."""
         src = tuple(slice(max(0, o), max(0, min(n, o + size))) for o, n in zip(origin, self.shape))
-        image = self.image.normalise(self.image.data[src])
-        label = (np.asarray(self.label.data[src]) > self.threshold).astype(np.uint8)
+        image = self.image.normalise(read_region(self.image.data, src))
+        label = (read_region(self.label.data, src) > self.threshold).astype(np.uint8)
         pads = [(s.start - o, o + size - s.stop) for s, o in zip(src, origin)]
         if any(p for pair in pads for p in pair):
             image = np.pad(image, pads, mode="reflect" if min(image.shape) > 1 else "edge")
@@ -91,7 +95,7 @@ def choose_crop(pair: VolumePair, size: int, vessel_p: float, rng: np.random.Gen
         return origin
     for _ in range(retries):
         src = tuple(slice(max(0, o), max(0, o + size)) for o in origin)
-        if (np.asarray(pair.label.data[src]) > pair.threshold).any():
+        if (read_region(pair.label.data, src) > pair.threshold).any():
             return origin
         origin = crop_origin(pair.shape, size, rng)
     voxel = pair.random_vessel_voxel(rng)
