@@ -4,9 +4,7 @@
 # through to every run, e.g.  sh train.sh trainer=ddp   or   sh train.sh data.num_workers=4
 set -eu
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python}
-DATA_DIR=$("$PYTHON" parse_settings_json.py RAW_DATA_DIR)
-LOGS_DIR=$("$PYTHON" parse_settings_json.py LOGS_DIR)
+. scripts/stage_env.sh
 for encoder in tu-tf_efficientnet_b5 tu-tf_efficientnet_b6; do
     for fold in 0 1; do
         "$PYTHON" -m src.train data.fold="$fold" model.net.encoder_name="$encoder" \

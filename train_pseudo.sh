@@ -3,9 +3,7 @@
 # with 1 and with 3 input channels. Paths from SETTINGS.json; extra Hydra overrides are passed through.
 set -eu
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python}
-DATA_DIR=$("$PYTHON" parse_settings_json.py RAW_DATA_DIR)
-LOGS_DIR=$("$PYTHON" parse_settings_json.py LOGS_DIR)
+. scripts/stage_env.sh
 for channels in 1 3; do
     "$PYTHON" -m src.train --config-name=train_pseudo data.in_channels="$channels" \
         paths.data_dir="$DATA_DIR" paths.log_dir="$LOGS_DIR" "$@"

@@ -3,9 +3,7 @@
 # and 1. Data and log folders come from SETTINGS.json; extra Hydra overrides are passed through.
 set -eu
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python}
-DATA_DIR=$("$PYTHON" parse_settings_json.py RAW_DATA_DIR)
-LOGS_DIR=$("$PYTHON" parse_settings_json.py LOGS_DIR)
+. scripts/stage_env.sh
 for fold in 0 1; do
     "$PYTHON" -m src.train --config-name=train_pseudo_3d data.fold="$fold" \
         paths.data_dir="$DATA_DIR" paths.log_dir="$LOGS_DIR" "$@"

@@ -4,9 +4,7 @@
 # from SETTINGS.json; extra Hydra overrides are passed through, e.g.  sh train_pseudo_v2.sh trainer=ddp
 set -eu
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python}
-DATA_DIR=$("$PYTHON" parse_settings_json.py RAW_DATA_DIR)
-LOGS_DIR=$("$PYTHON" parse_settings_json.py LOGS_DIR)
+. scripts/stage_env.sh
 for fold in 0 1; do
     "$PYTHON" -m src.train --config-name=train_pseudo_v2 data.fold="$fold" \
         paths.data_dir="$DATA_DIR" paths.log_dir="$LOGS_DIR" "$@"

@@ -30,6 +30,27 @@ def per_device_batch_size(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def check_data_dir(data_dir: Path) -> None:
+    if not Path(data_dir).is_dir():
+        raise UserError(f"paths.data_dir={data_dir} is not a folder (set RAW_DATA_DIR in SETTINGS.json or override paths.data_dir)")
+
+
+def make_loader(dataset, batch_size: int, hparams, sampler=None, worker_init_fn=None) -> DataLoader:
+    """A DataLoader with the datamodule's worker settings (pinned memory only where CUDA is)."""
+    workers = hparams.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=hparams.pin_memory and torch.cuda.is_available(),
+        persistent_workers=hparams.persistent_workers and workers > 0,
+        drop_last=False,
+        worker_init_fn=worker_init_fn,
+    )
+
+
 def seed_augmentation_worker(worker_id: int) -> None:
     """Give each DataLoader worker its own augmentation random stream.
 
@@ -90,8 +111,7 @@ class MultiviewDataModule(LightningDataModule):
         return SliceSource(group, image, label, self.registry.label_threshold)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.data_dir.is_dir():
-            raise UserError(f"paths.data_dir={self.data_dir} is not a folder (set RAW_DATA_DIR in SETTINGS.json or override paths.data_dir)")
+        check_data_dir(self.data_dir)
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, world)
@@ -126,20 +146,6 @@ class MultiviewDataModule(LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset, batch_size: int, sampler=None, worker_init_fn=None) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
-            drop_last=False,
-            worker_init_fn=worker_init_fn,
-        )
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -147,8 +153,8 @@ class MultiviewDataModule(LightningDataModule):
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=self.trainer.global_rank, shuffle=True)
         else:
             sampler = RandomSampler(self.train_set)
-        return self._loader(self.train_set, self.batch_size_per_device, sampler, seed_augmentation_worker)
+        return make_loader(self.train_set, self.batch_size_per_device, self.hparams, sampler, seed_augmentation_worker)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "call setup() first"
-        return self._loader(self.val_set, self.hparams.val_batch_size)
+        return make_loader(self.val_set, self.hparams.val_batch_size, self.hparams)

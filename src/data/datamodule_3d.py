@@ -20,7 +20,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.datamodule_2d import per_device_batch_size, seed_augmentation_worker
+from src.data.datamodule_2d import check_data_dir, make_loader, per_device_batch_size, seed_augmentation_worker
 from src.data.registry import Group, Registry
 from src.data.volumes import Volume, VolumeStore, advise_random_access, read_region, release_pages
 from src.utils.errors import UserError
@@ -187,8 +187,7 @@ class VolumeDataModule3D(LightningDataModule):
         self.val_set: FixedCrops3D | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.data_dir.is_dir():
-            raise UserError(f"paths.data_dir={self.data_dir} is not a folder (set RAW_DATA_DIR in SETTINGS.json or override paths.data_dir)")
+        check_data_dir(self.data_dir)
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, world)
@@ -215,14 +214,8 @@ class VolumeDataModule3D(LightningDataModule):
                                     self.hparams.val_samples_per_epoch, self.hparams.vessel_p, self.hparams.val_seed)
         self.val_set.origins = self.val_set.origins[rank::world]  # the fixed crops, split over processes
 
-    def _loader(self, dataset, batch_size: int, worker_init_fn=None) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.hparams.persistent_workers and workers > 0, worker_init_fn=worker_init_fn)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size_per_device, seed_augmentation_worker)
+        return make_loader(self.train_set, self.batch_size_per_device, self.hparams, worker_init_fn=seed_augmentation_worker)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.batch_size_per_device)
+        return make_loader(self.val_set, self.batch_size_per_device, self.hparams)

@@ -26,6 +26,15 @@ def build_net(net: dict) -> torch.nn.Module:
     return smp.create_model(**net)
 
 
+def step_scheduled_optimizers(module: LightningModule, optimizer_factory: Callable, scheduler_factory: Callable | None) -> dict:
+    """The optimiser over ``module``'s parameters and, if any, its schedule stepped every optimiser step."""
+    optimizer = optimizer_factory(params=module.parameters())
+    if scheduler_factory is None:
+        return {"optimizer": optimizer}
+    scheduler = scheduler_factory(optimizer=optimizer)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
@@ -158,8 +167,4 @@ class SegmentationModule2D(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return step_scheduled_optimizers(self, self.optimizer_factory, self.scheduler_factory)

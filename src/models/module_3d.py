@@ -15,7 +15,7 @@ from lightning import LightningModule
 from monai.networks.nets import DynUNet
 
 from src.metrics.surface_dice import SurfaceDiceAccumulator, score_from_histogram
-from src.models.module_2d import _plain
+from src.models.module_2d import _plain, step_scheduled_optimizers
 
 
 def build_net_3d(net: dict) -> torch.nn.Module:
@@ -117,8 +117,4 @@ class SegmentationModule3D(LightningModule):
                 experiment.add_image(f"{stage}/projections", projections(x, y, probs).numpy(), self.global_step, dataformats="HWC")
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return step_scheduled_optimizers(self, self.optimizer_factory, self.scheduler_factory)
