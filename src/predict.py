@@ -1,7 +1,7 @@
 """Predict every test kidney and write ``submission.csv``:
 
     python -m src.predict checkpoints=[a.ckpt,b.ckpt] weights=[1,1.5] tta=d4 \\
-        paths.data_dir=/kaggle/input/blood-vessel-segmentation output=/kaggle/working/submission.csv
+        paths.data_dir=data/blood-vessel-segmentation output=data/submissions/submission.csv
 
 Every ``<test_dir>/<kidney>/images`` folder is a test volume. The inference engine averages the
 ensemble over the three views into a float16 probability memory map in the run folder, which is
