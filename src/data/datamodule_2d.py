@@ -86,6 +86,8 @@ class MultiviewDataModule(LightningDataModule):
         aug: str = "hard",
         sampling: str = "uniform",
         cutmix_p: float = 0.0,
+        train_pseudo: bool = False,
+        pseudo_merge: str = "union",
         cache_dir: str | None = None,
         registry: str | None = None,
         progress: bool = True,
@@ -97,6 +99,8 @@ class MultiviewDataModule(LightningDataModule):
             raise UserError(f"data.sampling must be 'uniform' or 'organ_weighted', got {sampling!r}")
         if not 0.0 <= float(cutmix_p) <= 1.0:
             raise UserError(f"data.cutmix_p must be between 0 and 1, got {cutmix_p}")
+        if pseudo_merge not in ("union", "replace"):
+            raise UserError(f"data.pseudo_merge must be 'union' or 'replace', got {pseudo_merge!r}")
         self.data_dir = Path(data_dir)
         self.registry = Registry.load(registry)
         self.fold = self.registry.fold("2d", int(fold))
@@ -106,9 +110,29 @@ class MultiviewDataModule(LightningDataModule):
         self.val_set: ValidationSlices | None = None
 
     # ------------------------------------------------------------------ setup
-    def _source(self, store: VolumeStore, group: Group) -> SliceSource:
+    def _source(self, store: VolumeStore, group: Group, train: bool = False) -> SliceSource:
         image, label = store.open_pair(group.images_dir(self.data_dir), group.labels_dir(self.data_dir), group.images_follow_labels)
-        return SliceSource(group, image, label, self.registry.label_threshold)
+        source = SliceSource(group, image, label, self.registry.label_threshold)
+        if train and self.hparams.train_pseudo and group.split == "train":
+            source = self._with_pseudo_labels(store, source)
+        return source
+
+    def _with_pseudo_labels(self, store: VolumeStore, source: SliceSource) -> SliceSource:
+        """``data.train_pseudo``: add (union) or substitute (replace) the group's pseudo labels when they exist."""
+        group = source.group
+        if not group.has_pseudo_labels(self.data_dir):
+            log.info("train_pseudo: %s has no pseudo labels (%s), its labels are used as they are",
+                     group.name, group.pseudo_labels or "none in the registry")
+            return source
+        pseudo = store.open(group.pseudo_labels_dir(self.data_dir), "label")
+        if pseudo.shape != source.label.shape or pseudo.first != source.label.first:
+            raise UserError(f"{pseudo.folder}: pseudo labels {pseudo.shape} from slice {pseudo.first:04d} do not match the labels "
+                            f"{source.label.shape} from {source.label.first:04d}; rerun generate_pseudo.py --split train (and the projections)")
+        log.info("train_pseudo: %s trains on %s", group.name,
+                 "its labels united with its pseudo labels" if self.hparams.pseudo_merge == "union" else "its pseudo labels")
+        if self.hparams.pseudo_merge == "replace":
+            return SliceSource(group, source.image, pseudo, source.threshold)
+        return SliceSource(group, source.image, source.label, source.threshold, extra=pseudo)
 
     def setup(self, stage: str | None = None) -> None:
         check_data_dir(self.data_dir)
@@ -121,7 +145,7 @@ class MultiviewDataModule(LightningDataModule):
         sources = []
         for group in self.fold.train:
             if group.is_present(self.data_dir):
-                sources.append(self._source(store, group))
+                sources.append(self._source(store, group, train=True))
             else:
                 log.info("fold %d: %s not found under %s, skipped", self.fold.fold, group.labels, self.data_dir)
         if not sources:

@@ -20,18 +20,26 @@ from src.data.volumes import Volume
 
 @dataclass(frozen=True)
 class SliceSource:
-    """One volume group ready for sampling: its image volume, label volume and label threshold."""
+    """One volume group ready for sampling: its image volume, label volume and label threshold.
+
+    ``extra`` is a second label volume (pseudo labels, ``data.train_pseudo``) whose vessels are added
+    to the label's: the union of the two masks.
+    """
 
     group: Group
     image: Volume
     label: Volume
     threshold: int = 127
+    extra: Volume | None = None
 
     def __len__(self) -> int:
         return len(self.image)
 
     def mask(self, index: int) -> np.ndarray:
-        return (np.asarray(self.label.data[index]) > self.threshold).astype(np.uint8)
+        mask = np.asarray(self.label.data[index]) > self.threshold
+        if self.extra is not None:
+            mask |= np.asarray(self.extra.data[index]) > self.threshold
+        return mask.astype(np.uint8)
 
 
 def stack_slices(volume: Volume, index: int, channels: int, window: tuple[int, int, int] | None = None) -> np.ndarray:

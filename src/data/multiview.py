@@ -51,6 +51,41 @@ def _remove_abandoned(out_root: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _write_folders(jobs: list[tuple[np.ndarray, Path, str]], view: str, n: int, title: str, block_bytes: int | None,
+                   workers: int, progress: bool) -> None:
+    """Write each (volume, folder, suffix) job re-sliced for ``view`` into its (existing) folder."""
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for data, folder, suffix in jobs:
+            pending = []
+            for i, arr in track(_blocks(data, view, block_bytes), n, f"{title}/{folder.name.split('.tmp-')[0]}", progress):
+                pending.append(pool.submit(write_slice, folder / f"{i:04d}{suffix}", arr))
+                if len(pending) >= 4 * max(1, workers):
+                    pending.pop(0).result()
+            for job in pending:
+                job.result()
+
+
+def _write_atomic(out_root: Path, parts: list[tuple[Volume, str, str]], view: str, block_bytes: int | None, workers: int,
+                  progress: bool) -> None:
+    """Write the ``(volume, subfolder, suffix)`` parts of one projection into a temporary folder and
+    rename it to ``out_root`` when complete (replacing a previous complete output)."""
+    _remove_abandoned(out_root)
+    tmp = out_root.with_name(f"{out_root.name}.tmp-{os.getpid()}")
+    jobs = []
+    for volume, sub, suffix in parts:
+        folder = tmp / sub if sub else tmp
+        folder.mkdir(parents=True)
+        jobs.append((volume.data, folder, suffix))
+    n = parts[0][0].data.shape[VIEW_AXES[view][0]]
+    try:
+        _write_folders(jobs, view, n, out_root.name if parts[0][1] else out_root.parent.name, block_bytes, workers, progress)
+        if out_root.exists():  # a forced rebuild replaces a previous complete output of ours
+            shutil.rmtree(out_root)
+        os.replace(tmp, out_root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_view(
     image: Volume,
     label: Volume,
@@ -62,31 +97,7 @@ def write_view(
     progress: bool = True,
 ) -> None:
     """Write one projection (images and labels) of a volume pair to ``out_root`` atomically."""
-    _remove_abandoned(out_root)
-    tmp = out_root.with_name(f"{out_root.name}.tmp-{os.getpid()}")
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "labels").mkdir(parents=True)
-    n = image.data.shape[VIEW_AXES[view][0]]
-    jobs = [
-        (image.data, tmp / "images", image.suffix),
-        (label.data, tmp / "labels", label_suffix),
-    ]
-    try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for data, folder, suffix in jobs:
-                what = f"{out_root.name}/{folder.name}"
-                pending = []
-                for i, arr in track(_blocks(data, view, block_bytes), n, what, progress):
-                    pending.append(pool.submit(write_slice, folder / f"{i:04d}{suffix}", arr))
-                    if len(pending) >= 4 * max(1, workers):
-                        pending.pop(0).result()
-                for job in pending:
-                    job.result()
-        if out_root.exists():  # a forced rebuild replaces a previous complete output of ours
-            shutil.rmtree(out_root)
-        os.replace(tmp, out_root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _write_atomic(out_root, [(image, "images", image.suffix), (label, "labels", label_suffix)], view, block_bytes, workers, progress)
 
 
 def project_group(
@@ -109,6 +120,37 @@ def project_group(
     image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels)
     for view in todo:
         write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, block_bytes, workers, progress)
+    return todo
+
+
+def project_pseudo_labels(
+    group: Group,
+    data_dir: Path,
+    store: VolumeStore,
+    force: bool = False,
+    block_bytes: int | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> list[str]:
+    """Write the ``_xz``/``_zy`` projections of a train kidney's pseudo labels into
+    ``<root>_<view>/pseudo_labels`` (beside the projections of its images and labels); returns the views written."""
+    source = group.pseudo_labels_dir(data_dir)
+    if source is None or not group.has_pseudo_labels(data_dir):
+        return []
+    outs = {v: data_dir / f"{group.root}_{v}" / source.name for v in ("xz", "zy")}
+    todo = [v for v in ("xz", "zy") if force or not outs[v].is_dir()]
+    if not todo:
+        return []
+    missing = [v for v in todo if not (data_dir / f"{group.root}_{v}" / "images").is_dir()]
+    if missing:  # the image projections own the folder (written atomically as a whole): they come first
+        raise UserError(f"{group.name}: write the projections of its images first (generate_mutliview.py), "
+                        f"{group.root}_{missing[0]}/images is missing")
+    image = store.open(group.images_dir(data_dir), "image")
+    label = store.open(source, "label")
+    if label.shape != image.shape:
+        raise UserError(f"{source}: pseudo labels are {label.shape} but the images are {image.shape}; rerun generate_pseudo.py --split train")
+    for view in todo:
+        _write_atomic(outs[view], [(label, "", label.suffix)], view, block_bytes, workers, progress)
     return todo
 
 
@@ -139,4 +181,27 @@ def project_split(
         done[group.name] = written
         state = f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"
         print(f"{group.name}: {state}")
+    return done
+
+
+def project_train_pseudo(
+    data_dir: str | Path,
+    registry: Registry | None = None,
+    store: VolumeStore | None = None,
+    force: bool = False,
+    block_bytes: int | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, list[str]]:
+    """Project the pseudo labels of every train kidney that has them. Returns group -> views written."""
+    data_dir = Path(data_dir).resolve()
+    registry = registry or Registry.load()
+    store = store or VolumeStore(workers=workers, progress=progress)
+    done: dict[str, list[str]] = {}
+    for group in registry.base_groups("train"):
+        if group.projections and group.has_pseudo_labels(data_dir):
+            written = project_pseudo_labels(group, data_dir, store, force, block_bytes, workers, progress)
+            done[group.name] = written
+            state = f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"
+            print(f"{group.name} pseudo labels: {state}")
     return done

@@ -38,12 +38,20 @@ class Group:
     source: str | None = None  # base group of a projection
     images_follow_labels: bool = False
     projections: bool = False
+    pseudo_labels: str | None = None  # pseudo labels of a train kidney (generate_pseudo.py --split train)
 
     def images_dir(self, data_dir: str | Path) -> Path:
         return Path(data_dir) / self.images
 
     def labels_dir(self, data_dir: str | Path) -> Path | None:
         return Path(data_dir) / self.labels if self.labels else None
+
+    def pseudo_labels_dir(self, data_dir: str | Path) -> Path | None:
+        return Path(data_dir) / self.pseudo_labels if self.pseudo_labels else None
+
+    def has_pseudo_labels(self, data_dir: str | Path) -> bool:
+        folder = self.pseudo_labels_dir(data_dir)
+        return folder is not None and _has_slices(folder)
 
     def is_present(self, data_dir: str | Path, need_labels: bool = True) -> bool:
         """Whether the group's slice folders exist (with labels, when ``need_labels``)."""
@@ -141,6 +149,7 @@ def _expand(path: Path, name: str, spec: dict) -> list[Group]:
             weight=float(spec.get("weight", 1.0)),
             images_follow_labels=bool(spec.get("images_follow_labels", False)),
             projections=bool(spec.get("projections", False)),
+            pseudo_labels=_pseudo_labels(spec, root, split),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: group {name!r} is incomplete or malformed ({err!r})") from None
@@ -162,9 +171,19 @@ def _expand(path: Path, name: str, spec: dict) -> list[Group]:
                     weight=base.weight,
                     view=view,
                     source=name,
+                    pseudo_labels=f"{proot}/pseudo_labels" if base.pseudo_labels else None,
                 )
             )
     return groups
+
+
+def _pseudo_labels(spec: dict, root: str, split: str) -> str | None:
+    """Where pseudo labels of a train kidney go: ``<root>/pseudo_labels`` unless the group opts out
+    (``pseudo_labels: false``) or is a dense subset whose images live elsewhere (kidney_3_dense)."""
+    value = spec.get("pseudo_labels", split == "train" and not spec.get("images_follow_labels", False))
+    if value is False or value is None:
+        return None
+    return f"{root}/pseudo_labels" if value is True else str(value)
 
 
 def _fold(path: Path, groups: dict[str, Group], kind: str, fold: int, spec: dict) -> Fold:
