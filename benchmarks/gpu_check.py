@@ -127,6 +127,12 @@ def check_recipe_speed(report):
         torch.cuda.reset_peak_memory_stats()
 
 
+def check_recipe3d_speed(report):
+    from benchmarks.step3d import time_step
+
+    report["recipe3d_dynunet_batch4_192"] = time_step(size=192, batch=4, steps=5, device="cuda", amp=True)
+
+
 def check_inference(report, data: Path, logs: Path):
     import segmentation_models_pytorch as smp
 
@@ -170,7 +176,7 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", nargs="?", default="gpu_check")
-    parser.add_argument("--only", nargs="+", choices=("metric", "training", "recipe", "inference"), default=None)
+    parser.add_argument("--only", nargs="+", choices=("metric", "training", "recipe", "recipe3d", "inference"), default=None)
     args = parser.parse_args()
     only = args.only
     out = Path(args.out)
@@ -182,7 +188,8 @@ def main():
     project_split(data, ("train",), progress=False)
     report["phantom_s"] = time.perf_counter() - t0
     for name, fn in (("metric", lambda: check_metric(report)), ("training", lambda: check_training(report, data, logs)),
-                     ("recipe", lambda: check_recipe_speed(report)), ("inference", lambda: check_inference(report, data, logs))):
+                     ("recipe", lambda: check_recipe_speed(report)), ("recipe3d", lambda: check_recipe3d_speed(report)),
+                     ("inference", lambda: check_inference(report, data, logs))):
         if only and name not in only:
             continue
         t0 = time.perf_counter()

@@ -8,6 +8,9 @@ kidney_2 and the validation kidney_3), then, each in a fresh process:
   * the original's way: every volume's slices read into one array in RAM, the same number of crops
     cut from them;
 and prints each process's peak RSS above its imports and the crops per second of the data side.
+Then it times the recipe's DynUNet training step on this machine (``--model-size``, batch 1; 0 skips)
+and compares voxels per second of the data side (one process) with the model's: the data side keeps
+up when it delivers more. On a GPU, ``python -m benchmarks.gpu_check --only recipe3d`` times batch 4 at 192^3.
 """
 
 from __future__ import annotations
@@ -93,11 +96,18 @@ def run(code: str, *args) -> list[float]:
     return [float(v) for v in out.stdout.split()[-4:] if v] if code is CHILD_RAM else [float(v) for v in out.stdout.split()[-3:]]
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=(400, 1024, 1280))
     parser.add_argument("--crops", type=int, default=200)
     parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--model-size", type=int, default=96, help="crop of the timed DynUNet step (0: skip)")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bvs-volumes-"))
     try:
@@ -114,6 +124,15 @@ def main(argv=None):
         print(f"{'data side':<36}{'peak RSS above imports':>24}{'crops/s':>10}")
         print(f"{'memory-mapped crops (this project)':<36}{(peak - base) / 2**20:>20.0f} MiB{rate:>10.1f}")
         print(f"{'volumes in RAM (the original)':<36}{(rpeak - rbase) / 2**20:>20.0f} MiB{rrate:>10.1f}   (+{load:.0f} s loading)")
+        if args.model_size:
+            from benchmarks.step3d import time_step
+
+            step = time_step(args.model_size, batch=1, steps=3)
+            data_mvox = rate * args.size**3 / 1e6
+            model_mvox = step["crops_per_s"] * args.model_size**3 / 1e6
+            print(f"recipe DynUNet training step here (batch 1, {args.model_size}^3, {torch_threads()} threads): "
+                  f"{step['step_s']:.2f} s = {model_mvox:.3f} Mvox/s; data side {data_mvox:.1f} Mvox/s from one process: "
+                  f"{data_mvox / model_mvox:.0f}x what the model consumes")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -88,6 +88,11 @@ class MultiviewDataModule(LightningDataModule):
         cutmix_p: float = 0.0,
         train_pseudo: bool = False,
         pseudo_merge: str = "union",
+        scale_aug_center: float | None = None,
+        scale_aug_limit: float = 0.2,
+        scale_aug_p: float = 1.0,
+        rotate3d_prob: float = 0.0,
+        rotate3d_max_angle: float = 180.0,
         cache_dir: str | None = None,
         registry: str | None = None,
         progress: bool = True,
@@ -104,7 +109,9 @@ class MultiviewDataModule(LightningDataModule):
         self.data_dir = Path(data_dir)
         self.registry = Registry.load(registry)
         self.fold = self.registry.fold("2d", int(fold))
-        self.augmentation = build_augmentation(aug, img_size)
+        if not 0.0 <= float(rotate3d_prob) <= 1.0:
+            raise UserError(f"data.rotate3d_prob must be between 0 and 1, got {rotate3d_prob}")
+        self.augmentation = build_augmentation(aug, img_size, scale_aug_center, scale_aug_limit, scale_aug_p)
         self.batch_size_per_device = batch_size
         self.train_set: TrainSlices | None = None
         self.val_set: ValidationSlices | None = None

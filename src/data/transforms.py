@@ -96,15 +96,37 @@ class Augmentation:
         self.pre.set_random_seed(seed + 2)
 
 
-def build_augmentation(scheme: str, img_size: int) -> Augmentation:
-    """``scheme`` with its leading pad + crop taken out where the dataset can do it on the memory map."""
+def scale_augmentation(centre: float, limit: float = 0.2, p: float = 1.0) -> A.Affine:
+    """Zoom by a factor drawn uniformly in ``[centre - limit, centre + limit]`` (reflect at the borders).
+
+    A centre below 1 shows the model vessels smaller than the training voxel size gives them: 0.8 (the
+    3rd place's choice) mimics a kidney scanned at 63 um (50 / 63 = 0.79) such as kidney_6.
+    """
+    if not 0 < centre - limit <= centre + limit:
+        raise UserError(f"data.scale_aug_center={centre} with data.scale_aug_limit={limit} gives scales that are not positive")
+    if not 0.0 <= p <= 1.0:
+        raise UserError(f"data.scale_aug_p must be between 0 and 1, got {p}")
+    return A.Affine(scale=(centre - limit, centre + limit), keep_ratio=True, interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST, border_mode=REFLECT, p=p)
+
+
+def build_augmentation(scheme: str, img_size: int, scale_center: float | None = None, scale_limit: float = 0.2,
+                       scale_p: float = 1.0) -> Augmentation:
+    """``scheme`` with its leading pad + crop taken out where the dataset can do it on the memory map.
+
+    ``scale_center`` (``data.scale_aug_center``; None or 0: off) adds :func:`scale_augmentation` right
+    after the crop (at the start of a scheme that crops later).
+    """
     full = build_transforms(scheme, img_size)
     steps = list(full.transforms)
     kinds = [type(t).__name__ for t in steps[:2]]
     crop = {"CropNonEmptyMaskIfExists": "vessel", "RandomCrop": "random"}.get(kinds[1]) if kinds[0] == "PadIfNeeded" else None
+    extra = [scale_augmentation(float(scale_center), float(scale_limit), float(scale_p))] if scale_center else []
     if crop is None:
+        full = A.Compose([*extra, *steps], p=1.0)
         return Augmentation(scheme, int(img_size), None, full, full, A.Compose([], p=1.0))
-    return Augmentation(scheme, int(img_size), crop, A.Compose(steps[2:], p=1.0), full, A.Compose(steps[:2], p=1.0))
+    full = A.Compose([*steps[:2], *extra, *steps[2:]], p=1.0)
+    return Augmentation(scheme, int(img_size), crop, A.Compose([*extra, *steps[2:]], p=1.0), full, A.Compose(steps[:2], p=1.0))
 
 
 def build_transforms(scheme: str, img_size: int) -> A.Compose:

@@ -60,3 +60,33 @@ def test_hard_scheme_is_the_recipe():
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(UserError, match="unknown augmentation scheme data.aug='nope'"):
         build_transforms("nope", 64)
+
+
+def test_scale_augmentation_is_centred_where_asked():
+    import cv2
+    import numpy as np
+
+    from src.data.transforms import build_augmentation, scale_augmentation
+    from src.utils.errors import UserError
+
+    aug = build_augmentation("d4", 64, scale_center=0.8, scale_limit=0.05)
+    names = [type(t).__name__ for t in aug.pipeline.transforms]
+    assert names[0] == "Affine" and aug.pipeline.transforms[0].p == 1.0
+    assert [type(t).__name__ for t in aug.full.transforms][:3] == ["PadIfNeeded", "CropNonEmptyMaskIfExists", "Affine"]
+    assert [type(t).__name__ for t in build_augmentation("d4", 64).pipeline.transforms][0] != "Affine"
+    # a centred square of side 32 shrinks to about 0.8 * 32 (d4 keeps the area)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 1
+    image = np.zeros((64, 64, 3), np.float32)
+    aug.set_random_seed(0)
+    areas = [aug.pipeline(image=image, mask=mask)["mask"].sum() / mask.sum() for _ in range(20)]
+    assert 0.7**2 <= min(areas) and max(areas) <= 0.9**2 and abs(np.mean(areas) - 0.8**2) < 0.05  # nearest-neighbour mask: whole pixels
+    kernel = build_augmentation("kernel", 64, scale_center=0.8)
+    assert type(kernel.full.transforms[0]).__name__ == "Affine"
+    for bad in (dict(centre=0.1, limit=0.2), dict(centre=0.8, p=2.0)):
+        try:
+            scale_augmentation(**bad)
+        except UserError:
+            continue
+        raise AssertionError(f"{bad} accepted")
+    assert cv2 is not None
