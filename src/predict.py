@@ -8,6 +8,13 @@ ensemble over the three views into a float16 probability memory map in the run f
 thresholded slice by slice into RLE rows (with 3-D checkpoints, ``checkpoints_3d=[...]``, the 3-D
 probabilities are blended in as the 4th place submitted: see ``src/inference/blend.py``); the rows follow ``sample_submission.csv`` (every id present,
 ``1 0`` for an empty slice). Works with the public download's 3 slices per kidney.
+
+Beyond the submitted recipe, all off by default (README "Robustness levers"):
+``resolution.rescale=true`` predicts each kidney at the training voxel size and rescales the
+probabilities back (:mod:`src.inference.resolution`); ``postprocess.threshold_mode=top_fraction``
+keeps the top ``postprocess.top_fraction`` of voxels per kidney instead of a fixed threshold;
+``postprocess.min_component_size=N`` removes 3-D connected components under N voxels
+(:mod:`src.inference.postprocess`).
 """
 
 from __future__ import annotations
@@ -52,11 +59,14 @@ def predict(cfg: DictConfig) -> Path:
     """Run the configured ensemble on the test kidneys; returns the submission path."""
     import numpy as np
 
+    from src.data.registry import Registry
     from src.data.volumes import VolumeStore
-    from src.inference.blend import blend_slice
+    from src.inference.blend import SCORE_RANGE, blend_score_slice
     from src.inference.checkpoints import load_member, load_member_3d
     from src.inference.engine import InferenceEngine, resolve_device
     from src.inference.engine3d import Engine3D
+    from src.inference.postprocess import THRESHOLD_MODES, postprocess_volume
+    from src.inference.resolution import predict_at, rescale_factor
     from src.inference.submission import check_against_volumes, read_sample_submission, submission_rows, write_submission
 
     checkpoints = list(cfg.checkpoints or [])
@@ -80,6 +90,13 @@ def predict(cfg: DictConfig) -> Path:
                              roi_size=e3.roi_size, overlap=e3.overlap, mode=e3.mode, sw_batch_size=e3.sw_batch_size,
                              slab=e3.slab, device=device, amp=e.amp, progress=cfg.progress)
     blend = dict(cfg.blend)
+    post = cfg.get("postprocess") or {}
+    mode = str(post.get("threshold_mode", "fixed"))
+    if mode not in THRESHOLD_MODES:
+        raise UserError(f"postprocess.threshold_mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+    min_size = int(post.get("min_component_size", 0) or 0)
+    resolution = cfg.get("resolution") or {}
+    registry = Registry.load()
     store = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress)
     folders = test_volumes(Path(cfg.test_dir))
     volumes = {k: store.open(f) for k, f in folders.items()}
@@ -98,19 +115,42 @@ def predict(cfg: DictConfig) -> Path:
         if kidney not in per_kidney:
             log.info("%s is not in the sample submission, skipped", kidney)
             continue
-        prob_path = run_dir / "probabilities" / f"{kidney}.npy"
-        prob = engine.predict(volume, out=prob_path, name=kidney)
+        work = run_dir / "probabilities"
+        factor = rescale_factor(kidney, resolution, registry)
+        chunk = int(resolution.get("chunk", 16))
+        prob = predict_at(engine, volume, factor, work / f"{kidney}.npy", kidney, chunk)
         if engine_3d is None:
-            def mask_of(z, prob=prob):
-                return np.asarray(prob[z]) > cfg.threshold
-        else:
-            prob_3d = engine_3d.predict(volume, out=run_dir / "probabilities" / f"{kidney}_3d.npy", name=kidney)
+            score, threshold, value_range = prob, float(cfg.threshold), (0.0, 1.0)
 
-            def mask_of(z, prob=prob, prob_3d=prob_3d):
-                return blend_slice(prob[z], prob_3d[z], **blend)
+            def score_of(z, prob=prob):
+                return np.asarray(prob[z])
+        else:
+            prob_3d = predict_at(engine_3d, volume, factor, work / f"{kidney}_3d.npy", kidney, chunk)
+            threshold, value_range = float(blend["threshold"]), SCORE_RANGE[blend["mode"]]
+
+            def score_of(z, prob=prob, prob_3d=prob_3d):
+                return blend_score_slice(prob[z], prob_3d[z], **blend)
+
+            score = None
+        if mode == "fixed" and min_size <= 0:
+            def mask_of(z, score_of=score_of, threshold=threshold):
+                return score_of(z) > threshold
+        else:
+            if score is None:  # the blend's score, stored for the passes of post-processing (float16, like the probabilities)
+                score = np.lib.format.open_memmap(work / f"{kidney}_score.npy", mode="w+", dtype=np.float16, shape=volume.shape)
+                for z in range(volume.shape[0]):
+                    score[z] = score_of(z)
+                score.flush()
+            mask = np.lib.format.open_memmap(work / f"{kidney}_mask.npy", mode="w+", dtype=np.uint8, shape=volume.shape)
+            mask, used = postprocess_volume(score, mode, threshold, float(post.get("top_fraction", 0.002)), min_size, out=mask,
+                                            value_range=value_range)
+            log.info("%s: threshold %.4g (%s)%s", kidney, used, mode, f", components under {min_size} voxels removed" if min_size > 0 else "")
+
+            def mask_of(z, mask=mask):
+                return np.asarray(mask[z]) > 0
         rles.update(submission_rows(kidney, volume.first, len(volume), mask_of, per_kidney[kidney]))
         log.info("%s: %d slices predicted", kidney, len(volume))
-        del prob
+        del prob, score, score_of, mask_of
     out = Path(cfg.output)
     write_submission(rles, order, out)
     if not cfg.keep_probabilities:

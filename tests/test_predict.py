@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -104,3 +105,43 @@ def test_2d_and_3d_checkpoints_are_blended(tmp_path, tiny_phantom, checkpoint):
         sub = pd.read_csv(out, keep_default_na=False)
         assert list(sub.id) == list(pd.read_csv(tiny_phantom / "sample_submission.csv").id)
     assert (tmp_path / "run" / "probabilities" / "kidney_5_3d.npy").exists()
+
+
+def _masks(sub, solution):
+    out = {}
+    for row in sub.itertuples():
+        kidney = row.id.rsplit("_", 1)[0]
+        h, w = solution.loc[row.id, "height"], solution.loc[row.id, "width"]
+        out.setdefault(kidney, []).append(rle_decode(row.rle, (h, w)))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def test_levers_change_the_prediction_as_documented(tmp_path, tiny_phantom, checkpoint):
+    from scipy import ndimage
+
+    solution = pd.read_csv(tiny_phantom / "solution.csv", keep_default_na=False).set_index("id")
+    base = _masks(pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "threshold=0.45")), keep_default_na=False), solution)
+    # top fraction: about that fraction of each kidney's voxels
+    top = _masks(pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "postprocess.threshold_mode=top_fraction",
+                                             "postprocess.top_fraction=0.05")), keep_default_na=False), solution)
+    for kidney, m in top.items():
+        assert m.mean() == pytest.approx(0.05, abs=0.01), kidney
+    # component filter: no 26-connected component under the size is left, the big ones are kept
+    size = 20
+    filtered = _masks(pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "threshold=0.45",
+                                                  f"postprocess.min_component_size={size}")), keep_default_na=False), solution)
+    for kidney, m in filtered.items():
+        labels, n = ndimage.label(m, np.ones((3, 3, 3)))
+        sizes = np.bincount(labels.ravel())[1:]
+        assert n == 0 or sizes.min() >= size
+        assert (m <= base[kidney]).all() and m.sum() == sum(s for s in np.bincount(ndimage.label(base[kidney], np.ones((3, 3, 3)))[0].ravel())[1:] if s >= size)
+    # resolution: kidney_6 (63.08 um) changes, kidney_5 (50.28 um, within min_change) does not
+    rescaled = _masks(pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "threshold=0.45", "resolution.rescale=true")),
+                                  keep_default_na=False), solution)
+    np.testing.assert_array_equal(rescaled["kidney_5"], base["kidney_5"])
+    assert rescaled["kidney_6"].shape == base["kidney_6"].shape and (rescaled["kidney_6"] != base["kidney_6"]).any()
+
+
+def test_bad_postprocess_mode_is_a_clear_error(tmp_path, tiny_phantom, checkpoint):
+    with pytest.raises(UserError, match="threshold_mode must be one of fixed, top_fraction"):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "postprocess.threshold_mode=best"))

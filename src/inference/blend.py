@@ -4,6 +4,11 @@
 (Canny), the convex hull of all their contours, filled and dilated (5x5 kernel, 5 iterations) is a
 region of interest; the final mask is ``(roi * p3d + p2d) > threshold`` (0.55), and ``p2d > hull_threshold``
 where the slice has no contour. ``average``: ``(w2d * p2d + w3d * p3d) / (w2d + w3d) > threshold``.
+
+:func:`blend_score_slice` gives the quantity each mode thresholds, as one score per voxel (``score >
+threshold`` is exactly the blend's mask; a slice without contour is shifted so that ``p2d >
+hull_threshold`` reads the same), so post-processing (top-fraction thresholds, calibration) can treat
+the blend like a probability volume with values in ``SCORE_RANGE``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 from src.utils.errors import UserError
 
 BLEND_MODES = ("roi", "average")
+SCORE_RANGE = {"roi": (0.0, 2.0), "average": (0.0, 1.0)}
 
 
 def roi_mask(p2d_slice: np.ndarray, hull_threshold: float = 0.05, kernel: int = 5, iterations: int = 5) -> np.ndarray | None:
@@ -27,6 +33,21 @@ def roi_mask(p2d_slice: np.ndarray, hull_threshold: float = 0.05, kernel: int = 
     region = np.zeros(binary.shape, np.uint8)
     cv2.fillPoly(region, [hull], 1)
     return cv2.dilate(region, np.ones((kernel, kernel), np.uint8), iterations=iterations)
+
+
+def blend_score_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,
+                      kernel: int = 5, iterations: int = 5, weight_2d: float = 1.0, weight_3d: float = 1.0) -> np.ndarray:
+    """Float32 score of one slice; the blend's mask is ``score > threshold``."""
+    p2d = np.asarray(p2d, dtype=np.float32)
+    p3d = np.asarray(p3d, dtype=np.float32)
+    if mode == "average":
+        return (weight_2d * p2d + weight_3d * p3d) / (weight_2d + weight_3d)
+    if mode != "roi":
+        raise UserError(f"unknown blend mode {mode!r} (choose one of {', '.join(BLEND_MODES)})")
+    region = roi_mask(p2d, hull_threshold, kernel, iterations)
+    if region is None:
+        return p2d + np.float32(threshold - hull_threshold)
+    return region * p3d + p2d
 
 
 def blend_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,

@@ -79,3 +79,19 @@ def test_3d_checkpoint_members(tmp_path):
     two_d, _ = write_checkpoint(tmp_path / "2d.ckpt")
     with pytest.raises(UserError, match="not a 3-D DynUNet checkpoint"):
         load_member_3d(two_d)
+
+
+def test_blend_score_thresholds_to_the_blend_mask():
+    import numpy as np
+
+    from src.inference.blend import blend_score_slice, blend_slice
+
+    rng = np.random.default_rng(0)
+    p3d = rng.random((64, 64)).astype(np.float16)
+    p2d = np.zeros((64, 64), np.float16)
+    p2d[20:40, 10:30] = rng.random((20, 20))
+    empty = np.full((64, 64), 0.01, np.float16)  # no contour: the fallback p2d > 0.05
+    for a in (p2d, empty, rng.random((64, 64)).astype(np.float16)):
+        for mode in ("roi", "average"):
+            score = blend_score_slice(a, p3d, mode=mode, weight_3d=2.0)
+            np.testing.assert_array_equal(score > 0.55, blend_slice(a, p3d, mode=mode, weight_3d=2.0))
