@@ -1,0 +1,165 @@
+"""Choose the threshold on held-out labels, not on the public leaderboard:
+
+    python -m src.calibrate fold=0 checkpoints=[a.ckpt,b.ckpt] tta=flip [checkpoints_3d=[c.ckpt]]
+    python -m src.calibrate fold=0 probabilities=path/kidney_3_dense.npy [probabilities_3d=...]
+
+Predicts (or loads) the probabilities of the fold's validation volume with exactly the ensemble,
+engine, blend and resolution settings ``predict`` would use, then scores surface Dice (tolerance 0,
+the competition's metric) and Dice for every fixed threshold of ``thresholds`` and every
+``top_fractions`` (the threshold keeping that fraction of the voxels), in one streamed pass over the
+volume (``postprocess.min_component_size`` applies to every candidate; with it, one pass each).
+Prints the table, the best of each mode and the ``predict`` overrides that reproduce it, and writes
+``calibration.json`` in the run folder. The probabilities it predicted stay in the run folder for reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from src.utils.errors import UserError, find_user_error
+from src.utils.resolvers import register_resolvers
+from src.utils.settings import REPO_ROOT
+
+register_resolvers()
+log = logging.getLogger(__name__)
+
+
+def _load(path, shape, what: str) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what}={path}: file not found")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except ValueError as err:
+        raise UserError(f"{what}={path}: not a .npy array ({err})") from None
+    if tuple(arr.shape) != tuple(shape):
+        raise UserError(f"{what}={path}: shape {tuple(arr.shape)} is not the validation volume's {tuple(shape)}")
+    return arr
+
+
+def candidates(cfg, score) -> list[dict]:
+    from src.inference.postprocess import top_fraction_threshold
+
+    rows = [{"mode": "fixed", "value": float(t), "threshold": float(t)} for t in cfg.thresholds]
+    volume = score.volume
+    for f in cfg.top_fractions:
+        t = top_fraction_threshold(volume, float(f), chunk=int(cfg.chunk), value_range=score.value_range)
+        rows.append({"mode": "top_fraction", "value": float(f), "threshold": float(t)})
+    return rows
+
+
+def sweep(rows: list[dict], score, truth, chunk: int, min_size: int, work: Path) -> None:
+    """Fill each row's ``surface_dice``, ``dice`` and ``fraction`` (of voxels predicted)."""
+    from src.inference.postprocess import postprocess_volume, threshold_chunk
+    from src.metrics.surface_dice import SurfaceDiceAccumulator
+    from src.utils.progress import track
+
+    volume = score.volume
+    depth = volume.shape[0]
+    groups = [rows] if min_size <= 0 else [[r] for r in rows]
+    for group in groups:
+        masks = None
+        if min_size > 0:  # each candidate's mask after component removal, then scored like the others
+            r = group[0]
+            out = np.lib.format.open_memmap(work / "calibrate_mask.npy", mode="w+", dtype=np.uint8, shape=volume.shape)
+            masks, _ = postprocess_volume(volume, "fixed", r["threshold"], 0.0, min_size, out=out, value_range=score.value_range)
+        accs = [SurfaceDiceAccumulator() for _ in group]
+        inter = np.zeros(len(group)); pred_sum = np.zeros(len(group)); true_sum = 0
+        for z0 in track(range(0, depth, chunk), -(-depth // chunk), "scoring", len(groups) == 1):
+            t = np.asarray(truth.data[z0 : z0 + chunk]) > 127
+            true_sum += int(t.sum())
+            s = None if masks is not None else np.asarray(volume[z0 : z0 + chunk])
+            for i, r in enumerate(group):
+                p = np.asarray(masks[z0 : z0 + chunk]) > 0 if masks is not None else threshold_chunk(s, r["threshold"]).astype(bool)
+                accs[i].update(p, t)
+                inter[i] += np.count_nonzero(p & t)
+                pred_sum[i] += np.count_nonzero(p)
+        for i, r in enumerate(group):
+            r["surface_dice"] = accs[i].score()
+            r["dice"] = float(2 * inter[i] / (pred_sum[i] + true_sum)) if pred_sum[i] + true_sum else float("nan")
+            r["fraction"] = float(pred_sum[i] / volume.size)
+        del masks
+
+
+def override_for(row: dict) -> str:
+    if row["mode"] == "fixed":
+        return f"postprocess.threshold_mode=fixed <threshold>={row['value']:g}"
+    return f"postprocess.threshold_mode=top_fraction postprocess.top_fraction={row['value']:g}"
+
+
+def calibrate(cfg: DictConfig) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    from src.data.registry import Registry
+    from src.data.volumes import VolumeStore
+    from src.inference.decision import build_engines, check_postprocess, kidney_probabilities, score_of
+
+    _, _, min_size = check_postprocess(cfg.get("postprocess"))
+    registry = Registry.load()
+    group = registry.fold("2d", int(cfg.fold)).val
+    data = Path(cfg.paths.data_dir)
+    if not group.is_present(data):
+        raise UserError(f"fold {cfg.fold}: validation volume {group.name} not found under {data} ({group.labels})")
+    image, truth = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress).open_pair(
+        group.images_dir(data), group.labels_dir(data), group.images_follow_labels)
+    run_dir = Path(cfg.paths.output_dir)
+    work = run_dir / "probabilities"
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.probabilities:
+        prob = _load(cfg.probabilities, image.shape, "probabilities")
+        prob_3d = _load(cfg.probabilities_3d, image.shape, "probabilities_3d") if cfg.probabilities_3d else None
+    else:
+        if not cfg.checkpoints:
+            raise UserError("nothing to calibrate: pass checkpoints=[...] (and checkpoints_3d=[...]) or probabilities=<file.npy>")
+        engine, engine_3d = build_engines(cfg)
+        prob, prob_3d = kidney_probabilities(engine, engine_3d, image, group.name, work, cfg.get("resolution"), registry)
+        print(f"probabilities of {group.name} kept in {work} (rerun with probabilities={work / (group.name + '.npy')})")
+    score = score_of(prob, prob_3d, cfg.threshold, cfg.blend)
+    score.stored(image.shape, work / f"{group.name}_score.npy")
+    rows = candidates(cfg, score)
+    sweep(rows, score, truth, int(cfg.chunk), min_size, work)
+    finite = [r for r in rows if r["surface_dice"] == r["surface_dice"]]
+    if not finite:
+        raise UserError(f"{group.name}: every candidate scored NaN (no vessels predicted nor labelled)")
+    best = {m: max((r for r in finite if r["mode"] == m), key=lambda r: r["surface_dice"], default=None) for m in ("fixed", "top_fraction")}
+    what = "2-D + 3-D blend score" if prob_3d is not None else "2-D probability"
+    table = Table(title=f"fold {cfg.fold}, {group.name}: {what}" + (f", components < {min_size} removed" if min_size > 0 else ""))
+    for col in ("mode", "value", "threshold", "voxels kept", "surface Dice", "Dice"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        star = " *" if r is best.get(r["mode"]) else ""
+        table.add_row(r["mode"], f"{r['value']:g}", f"{r['threshold']:.4f}", f"{100 * r['fraction']:.3f} %",
+                      f"{r['surface_dice']:.4f}{star}", f"{r['dice']:.4f}")
+    Console().print(table)
+    thr_key = "blend.threshold" if prob_3d is not None else "threshold"
+    for mode, r in best.items():
+        if r is not None:
+            print(f"best {mode}: surface Dice {r['surface_dice']:.4f} -> {override_for(r).replace('<threshold>', thr_key)}")
+    result = {"fold": int(cfg.fold), "volume": group.name, "min_component_size": min_size, "rows": rows,
+              "best": {m: r for m, r in best.items() if r is not None}}
+    (run_dir / "calibration.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="calibrate")
+def main(cfg: DictConfig) -> None:
+    try:
+        calibrate(cfg)
+    except Exception as err:
+        user = find_user_error(err)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
