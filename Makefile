@@ -28,3 +28,17 @@ bench: install
 
 clean-phantom:
 	rm -rf data/phantom
+
+# The Kaggle notebook's three datasets in $(KAGGLE_OUT)/{code,wheels,models} (README, Kaggle notebook):
+#   make kaggle-datasets MODELS_2D='logs/a/*.ckpt logs/b/0' MODELS_3D='logs/c/*.ckpt' KAGGLE_ARGS=--skip-wheels
+KAGGLE_OUT ?= dist/kaggle
+.PHONY: kaggle-datasets
+kaggle-datasets: install
+	$(PYTHON) scripts/build_kaggle_datasets.py --out $(KAGGLE_OUT) \
+		$(if $(MODELS_2D),--models-2d $(foreach g,$(MODELS_2D),'$(g)')) \
+		$(if $(MODELS_3D),--models-3d $(foreach g,$(MODELS_3D),'$(g)')) $(KAGGLE_ARGS)
+
+# Each robustness lever measured on the phantom's kidney_5 (50.28 um) and kidney_6 (63.08 um) (README, Robustness levers)
+.PHONY: eval-robustness
+eval-robustness: install
+	$(PYTHON) -m src.robustness
