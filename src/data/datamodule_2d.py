@@ -165,7 +165,8 @@ class MultiviewDataModule(LightningDataModule):
         # crops and augmentations follow the run seed in the main process too (albumentations has its own RNG)
         seed = int(torch.randint(2**31, ()).item())
         self.train_set = TrainSlices(sources, self.hparams.in_channels, self.augmentation, self.hparams.train_mutliplier, seed,
-                                     sampling=self.hparams.sampling, cutmix_p=self.hparams.cutmix_p)
+                                     sampling=self.hparams.sampling, cutmix_p=self.hparams.cutmix_p,
+                                     rotate3d_prob=self.hparams.rotate3d_prob, rotate3d_max_angle=self.hparams.rotate3d_max_angle)
         self.train_set.reseed(seed + 7919 * rank)
         self.train_set.rank = rank
         n = len(val_source)

@@ -125,7 +125,7 @@ class TrainSlices(Dataset):
     """
 
     def __init__(self, sources: list[SliceSource], in_channels: int, augmentation=None, multiplier: int = 1, seed: int = 0,
-                 sampling: str = "uniform", cutmix_p: float = 0.0):
+                 sampling: str = "uniform", cutmix_p: float = 0.0, rotate3d_prob: float = 0.0, rotate3d_max_angle: float = 180.0):
         if sampling not in ("uniform", "organ_weighted"):
             raise ValueError(f"sampling must be 'uniform' or 'organ_weighted', got {sampling!r}")
         self.sources = sources
@@ -135,6 +135,8 @@ class TrainSlices(Dataset):
         self.multiplier = max(1, int(multiplier))
         self.sampling = sampling
         self.cutmix_p = float(cutmix_p)
+        self.rotate3d_prob = float(rotate3d_prob)
+        self.rotate3d_max_angle = float(rotate3d_max_angle)
         self.weights = organ_weights(sources)
         self.source_index = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(sources)])
         self.slice_index = np.concatenate([np.arange(len(s), dtype=np.int32) for s in sources])
@@ -159,6 +161,8 @@ class TrainSlices(Dataset):
         """The slice's stack and label, cropped as the scheme's first steps would (uncropped without them)."""
         mask = source.mask(z)
         aug = self.augmentation
+        if aug is not None and aug.crop is not None and self.rotate3d_prob and self.rng.random() < self.rotate3d_prob:
+            return self._oblique(source, z, mask, aug)
         if aug is not None and aug.crop is not None and min(mask.shape) >= aug.size:
             y0, x0 = crop_window(mask, aug.size, aug.crop, self.rng)
             image = stack_slices(source.image, z, self.in_channels, (y0, x0, aug.size))
@@ -168,6 +172,26 @@ class TrainSlices(Dataset):
             out = aug.pre(image=image, mask=mask)
             return out["image"], out["mask"]
         return image, mask
+
+    def _oblique(self, source: SliceSource, z: int, mask: np.ndarray, aug) -> tuple[np.ndarray, np.ndarray]:
+        """``data.rotate3d_prob``: the stack and label of the volume rotated in 3-D about the centre of the
+        crop the scheme would take (chosen on this slice's label), interpolated from the memory maps."""
+        from src.data.oblique import oblique_stack, random_rotation, sample_points, trilinear, window_centre
+        from src.data.volumes import release_pages
+
+        size = aug.size
+        if min(mask.shape) >= size:
+            y0, x0 = crop_window(mask, size, aug.crop, self.rng)
+        else:  # a slice smaller than the crop: centred, the rest of the plane reads 0 outside the volume
+            y0, x0 = (mask.shape[0] - size) // 2, (mask.shape[1] - size) // 2
+        centre = window_centre(z, (y0, x0, size))
+        rotation = random_rotation(self.rng, self.rotate3d_max_angle)
+        image, label = oblique_stack(source.image, source.label, centre, rotation, size, self.in_channels, source.threshold)
+        if source.extra is not None:  # pseudo labels united with the labels, on the same plane
+            plane = sample_points(centre, rotation, size, 1)[:, 0]
+            label |= (trilinear(source.extra.data, plane, 0.0) > source.threshold).astype(np.uint8)
+            release_pages(source.extra.data)
+        return image, label
 
     def __getitem__(self, item: int) -> dict:
         s, z = self._draw(item)
