@@ -46,7 +46,8 @@ CODE_DIR = Path(os.environ.get("CODE_DIR", "/kaggle/input/sennet-vessels-code"))
 WHEELS_DIR = Path(os.environ.get("WHEELS_DIR", "/kaggle/input/sennet-vessels-wheels"))  # wheels + requirements-kaggle.txt
 MODELS_DIR = Path(os.environ.get("MODELS_DIR", "/kaggle/input/sennet-vessels-models"))  # 2d/*.ckpt and 3d/*.ckpt
 OUTPUT = Path(os.environ.get("OUTPUT", "/kaggle/working/submission.csv"))
-WORK_DIR = Path(os.environ.get("WORK_DIR", "/kaggle/working/run"))  # run folder, volume caches, probabilities
+WORK_DIR = Path(os.environ.get("WORK_DIR", "/tmp/sennet-run"))  # run folder, volume caches, probabilities: outside
+# /kaggle/working (20 GB of saved output), on the larger scratch disk
 SKIP_INSTALL = os.environ.get("SKIP_INSTALL", "0").strip().lower() in ("1", "true", "yes")
 PREDICT_OVERRIDES = os.environ.get("PREDICT_OVERRIDES", "")  # extra Hydra overrides, space-separated
 KEEP_CACHE = os.environ.get("KEEP_CACHE", "0").strip().lower() in ("1", "true", "yes")  # keep WORK_DIR/cache

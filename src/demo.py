@@ -116,6 +116,16 @@ def main(argv=None) -> dict[str, float]:
     return results
 
 
+def ensure_run(run_dir: Path, overrides: list[str], started: float) -> None:
+    """``python -m src.train`` into ``run_dir`` unless a finished run (its metrics.json) is there."""
+    if (run_dir / "metrics.json").exists():
+        print("  reused the finished run")
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of ours
+    run([sys.executable, "-m", "src.train", *overrides, f"hydra.run.dir={run_dir}", "extras.print_config=false"])
+    print(f"  trained in {time.perf_counter() - started:.0f} s")
+
+
 def best_validation(metrics_csv: Path) -> tuple[int, str, float]:
     """(epoch, metric, value) of the best ``val/sd@<th>`` over every logged epoch and threshold."""
     df = pd.read_csv(metrics_csv)
@@ -131,13 +141,7 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
     """Train the demo model (reusing a finished run) and compare it with the threshold baseline."""
     run_dir = work / "stage1" / f"fold{fold}"
     t = step(5, f"stage 1: python -m src.train experiment=demo data.fold={fold} (CPU) -> {run_dir}")
-    if not (run_dir / "metrics.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted demo run of ours
-        run([sys.executable, "-m", "src.train", "experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}",
-             f"hydra.run.dir={run_dir}", "extras.print_config=false", *overrides])
-        print(f"  trained in {time.perf_counter() - t:.0f} s")
-    else:
-        print("  reused the finished run")
+    ensure_run(run_dir, ["experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}", *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
     registry = Registry.load()
     val = registry.fold("2d", fold).val
@@ -174,13 +178,8 @@ def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
     """Train the small 3-D model (reusing a finished run)."""
     run_dir = work / "stage2_3d" / f"fold{fold}"
     t = step(7, f"stage 2, 3-D: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_dir}")
-    if not (run_dir / "metrics.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run([sys.executable, "-m", "src.train", "--config-name=train_pseudo_3d", "experiment=demo3d", f"data.fold={fold}",
-             f"paths.data_dir={data}", f"hydra.run.dir={run_dir}", "extras.print_config=false", *DEMO_3D, *overrides])
-        print(f"  trained in {time.perf_counter() - t:.0f} s")
-    else:
-        print("  reused the finished run")
+    ensure_run(run_dir, ["--config-name=train_pseudo_3d", "experiment=demo3d", f"data.fold={fold}", f"paths.data_dir={data}",
+                         *DEMO_3D, *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
     print(f"  best {metric} of the validation crops = {value:.4f} (epoch {epoch})")
     print("  (a deliberately tiny 3-D model trained for about a minute and a half on the CPU: the blend, which")

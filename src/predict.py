@@ -80,6 +80,9 @@ def predict(cfg: DictConfig) -> Path:
         rles.update(submission_rows(kidney, volume.first, len(volume), decide, per_kidney[kidney]))
         log.info("%s: %d slices predicted", kidney, len(volume))
         del prob, prob_3d, score, decide
+        if not cfg.keep_probabilities:  # free the disk before the next kidney (a real one takes GBs)
+            for path in work.glob(f"{kidney}*.npy"):
+                path.unlink()
     out = Path(cfg.output)
     write_submission(rles, order, out)
     if not cfg.keep_probabilities:
