@@ -118,7 +118,9 @@ def main(argv=None) -> list[dict]:
         ("2-D trained with `data.scale_aug_center=0.8`", runs["scale_aug"], []),
         ("2-D trained with `data.rotate3d_prob=0.5`", runs["rotate3d"], []),
         ("blend + rescale", runs["recipe"], [f"checkpoints_3d=[{ckpt_3d}]", rescale]),
-        (f"2-D + rescale + threshold {t_fixed:g} + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
+        (f"2-D + rescale, threshold {t_fixed:g}", runs["recipe"], [rescale, f"threshold={t_fixed}"]),
+        (f"2-D, threshold {t_fixed:g} + components", runs["recipe"], [f"threshold={t_fixed}", components]),
+        (f"2-D + rescale, threshold {t_fixed:g} + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
     ]
     results = []
     for i, (label, ckpt, overrides) in enumerate(rows):
