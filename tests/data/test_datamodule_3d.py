@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.datamodule_3d import FixedCrops3D, RandomCrops3D, VolumeDataModule3D, VolumePair, choose_crop, d4_3d
+from src.data.datamodule_3d import VolumeDataModule3D, VolumePair, choose_crop, d4_3d
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
 from src.utils.errors import UserError

@@ -7,7 +7,7 @@ import pytest
 
 from src.data.multiview import project_split
 from src.data.registry import VIEW_AXES
-from src.data.volumes import VolumeStore, list_slices, read_slice
+from src.data.volumes import list_slices, read_slice
 from src.utils.errors import UserError
 from src.utils.settings import REPO_ROOT
 from tests.data.mini import make_mini_dataset

@@ -1,5 +1,3 @@
-import os
-import time
 
 import pytest
 import torch

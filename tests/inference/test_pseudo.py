@@ -6,7 +6,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import Member
