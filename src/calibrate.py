@@ -143,6 +143,10 @@ def calibrate(cfg: DictConfig) -> dict:
     for mode, r in best.items():
         if r is not None:
             print(f"best {mode}: surface Dice {r['surface_dice']:.4f} -> {override_for(r).replace('<threshold>', thr_key)}")
+            values = [c["value"] for c in rows if c["mode"] == mode]
+            if len(values) > 1 and r["value"] in (min(values), max(values)):
+                key = "thresholds" if mode == "fixed" else "top_fractions"
+                print(f"  note: {r['value']:g} is at the edge of {key}; the best may lie beyond it (extend {key}=[...])")
     result = {"fold": int(cfg.fold), "volume": group.name, "min_component_size": min_size, "rows": rows,
               "best": {m: r for m, r in best.items() if r is not None}}
     (run_dir / "calibration.json").write_text(json.dumps(result, indent=1))
