@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from src.utils.errors import UserError, find_user_error
+from src.utils.errors import UserError, cli_main
 from src.utils.resolvers import register_resolvers
 from src.utils.settings import REPO_ROOT
 
@@ -154,15 +153,9 @@ def calibrate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="calibrate")
+@cli_main  # a user mistake (even wrapped by Hydra or OmegaConf) becomes one line and exit status 2
 def main(cfg: DictConfig) -> None:
-    try:
-        calibrate(cfg)
-    except Exception as err:
-        user = find_user_error(err)
-        if user is None:
-            raise
-        print(f"error: {user}", file=sys.stderr)
-        sys.exit(2)
+    calibrate(cfg)
 
 
 if __name__ == "__main__":
