@@ -154,6 +154,10 @@ def project_pseudo_labels(
     return todo
 
 
+def _report(what: str, written: list[str]) -> None:
+    print(f"{what}: " + (f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"))
+
+
 def project_split(
     data_dir: str | Path,
     splits: tuple[str, ...],
@@ -179,8 +183,7 @@ def project_split(
     for group in present:
         written = project_group(group, data_dir, store, force, block_bytes, workers, progress)
         done[group.name] = written
-        state = f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"
-        print(f"{group.name}: {state}")
+        _report(group.name, written)
     return done
 
 
@@ -202,6 +205,5 @@ def project_train_pseudo(
         if group.projections and group.has_pseudo_labels(data_dir):
             written = project_pseudo_labels(group, data_dir, store, force, block_bytes, workers, progress)
             done[group.name] = written
-            state = f"wrote {', '.join('_' + v for v in written)}" if written else "complete, skipped"
-            print(f"{group.name} pseudo labels: {state}")
+            _report(f"{group.name} pseudo labels", written)
     return done
