@@ -1,6 +1,6 @@
 """Synthetic phantom of the competition data, in exactly the Kaggle folder layout.
 
-``python -m src.data.phantom --out DIR [--seed N] [--size tiny|small|medium] [--force]`` or
+``python -m src.data.phantom --out DIR [--seed N] [--size tiny|small|medium] [--style A|B|dark] [--force]`` or
 :func:`build_phantom` writes six kidney-like HiP-CT volumes as slice folders (uint16 TIFF images,
 uint8 0/255 TIFF labels, lossless 16-bit JPEG 2000 for the external HOA kidney) plus
 ``sample_submission.csv``, ``train_rles.csv`` and a Kaggle-scorer ``solution.csv`` for the test kidneys.
@@ -9,9 +9,12 @@ Every kidney is defined in physical units (millimetres) and rendered on the grid
 size, so ``kidney_6`` (63.08 um) is the same kind of organ as ``kidney_5`` (50 um) on a coarser grid.
 A kidney is a deformed bean with a brighter cortex, smoothed-noise texture and bright non-vessel
 blobs, holding two branching vessel trees that start at the hilum. Vessel pieces are capsules
-(tapered line segments); the label of a voxel is ``distance to the segment < radius``, the image
-gets the partial-volume occupancy, a point-spread blur and noise. Thin vessels are fainter, so a
-single global threshold cannot separate vessels from cortex and blobs.
+(tapered line segments); the label of a voxel is ``distance to its segment < radius`` at the voxel's
+centre. The image is the object rendered on a finer grid and *acquired* (:mod:`src.data.acquisition`:
+voxel integration, a PSF proportional to the voxel, Poisson-Gaussian noise set by a dose, per-scan
+gain/offset, low-frequency shading, optional rings). Thin vessels are fainter, so a single global
+threshold cannot separate vessels from cortex and blobs. A *style* (``--style``) is a family of scans
+with its own texture, vessel contrast (sign and strength) and noise: train on one, test on another.
 
 Sparse kidneys (``kidney_2``, ``kidney_3_sparse``) drop whole vessel pieces from their labels until
 about 65 % / 85 % of the dense vessel voxels remain, like the real annotations.
@@ -33,13 +36,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from src.data.acquisition import STYLES, PhantomStyle, acquire, style_of
 from src.data.volumes import read_slice, write_slice
 from src.metrics.rle import EMPTY_RLE, rle_encode
 from src.utils.errors import UserError, cli_main
 from src.utils.files import pid_alive
 
 GENERATOR = "src.data.phantom"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: acquisition model and styles
 MARKER_NAME = ".phantom.json"
 BUILDING_MARKER_NAME = ".phantom-building"
 HOA_NAME = "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_"
@@ -88,15 +92,7 @@ KIDNEYS: dict[str, KidneySpec] = {
     )
 }
 
-# image model, in arbitrary intensity units before the per-kidney window is applied
-BACKGROUND_LEVEL = 0.06
-TISSUE_LEVEL = 0.30
-CORTEX_BOOST = 0.15
-SHADING_AMPLITUDE = 0.07
-VESSEL_CONTRAST_MAX = 0.55
-VESSEL_CONTRAST_HALF_RADIUS_MM = 0.12
-PSF_SIGMA_MM = 0.035
-NOISE_STD = 0.05
+# the image model's levels, contrasts and noise are a style's (src.data.acquisition.PhantomStyle)
 MIN_VESSEL_RADIUS_MM = 0.03
 PIECES_PER_BRANCH = 3
 
@@ -355,18 +351,13 @@ def grow_vessel_trees(geom: OrganGeometry, preset: SizePreset, rng: np.random.Ge
     return grower.tree()
 
 
-def vessel_contrast(radius_mm: np.ndarray) -> np.ndarray:
-    """Brightness of a vessel above tissue: grows with radius, thin vessels are faint."""
-    return VESSEL_CONTRAST_MAX * radius_mm / (radius_mm + VESSEL_CONTRAST_HALF_RADIUS_MM)
-
-
 def render_capsules(
-    tree: VesselTree, keys: np.ndarray, shape: tuple[int, int, int], voxel_mm: float
+    tree: VesselTree, keys: np.ndarray, shape: tuple[int, int, int], voxel_mm: float, style: PhantomStyle
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render every piece inside its own bounding box.
 
     Returns ``signal`` (float32: partial-volume occupancy times the piece's contrast, max over
-    pieces) and ``key`` (unsigned: the largest key of the pieces whose capsule holds the voxel centre,
+    pieces, signed by the style's contrast) and ``key`` (unsigned: the largest key of the pieces whose capsule holds the voxel centre,
     0 outside all vessels), so ``key > 0`` is the dense vessel label.
     """
     signal = np.zeros(shape, dtype=np.float32)
@@ -377,7 +368,7 @@ def render_capsules(
     ends = tree.end / voxel_mm - 0.5
     r_starts = tree.radius_start / voxel_mm
     r_ends = tree.radius_end / voxel_mm
-    contrasts = vessel_contrast((tree.radius_start + tree.radius_end) / 2).astype(np.float32)
+    contrasts = np.abs(style.vessel_signal((tree.radius_start + tree.radius_end) / 2)).astype(np.float32)
     upper = np.array(shape)
     for i in range(tree.count):
         a, b = starts[i], ends[i]
@@ -391,6 +382,8 @@ def render_capsules(
         occupancy = np.clip(radius - distance + 0.5, 0.0, 1.0)
         np.maximum(signal[box], occupancy * contrasts[i], out=signal[box])
         np.maximum(key[box], np.where(distance < radius, key_type(keys[i]), key_type(0)), out=key[box])
+    if style.vessel_contrast < 0:
+        np.negative(signal, out=signal)
     return signal, key
 
 
@@ -477,6 +470,12 @@ def blob_impulses(
     return impulses
 
 
+def styled_layer(layer: TextureLayer, style: PhantomStyle) -> TextureLayer:
+    """``layer`` with the style's texture scale, contrast and blob density."""
+    return TextureLayer(layer.sigma_mm * style.texture_sigma_scale, layer.noise_std * style.texture_std_scale,
+                        layer.blobs_per_mm3 * style.blob_density_scale, layer.blob_peak)
+
+
 def render_texture_layer(
     geom: OrganGeometry,
     body: np.ndarray,
@@ -502,18 +501,19 @@ def render_tissue(
     voxel_mm: float,
     noise_rng: np.random.Generator,
     blob_rng: np.random.Generator,
+    style: PhantomStyle,
 ) -> np.ndarray:
-    """The vessel-free image: dim background, textured tissue with bright blobs, brighter cortex rim."""
+    """The vessel-free object: dim background, textured tissue with bright blobs, brighter cortex rim."""
     z, y, x = grid_axes(shape, voxel_mm)
     level = organ_level(geom, z, y, x).astype(np.float32)
     body = level < 1.0
     fine, coarse = (
-        render_texture_layer(geom, body, voxel_mm, layer, noise_rng, blob_rng) for layer in TEXTURE_LAYERS
+        render_texture_layer(geom, body, voxel_mm, styled_layer(layer, style), noise_rng, blob_rng) for layer in TEXTURE_LAYERS
     )
     cortex = np.clip((level - 0.72) / 0.12, 0.0, 1.0)
     shading = cosine_field(geom.shading, z, y, x) / float(max(np.abs(geom.shading[:, 0]).sum(), 1e-6))
-    tissue = TISSUE_LEVEL + CORTEX_BOOST * cortex + SHADING_AMPLITUDE * shading + coarse + fine
-    background = BACKGROUND_LEVEL + coarse / 3
+    tissue = style.tissue_level + style.cortex_boost * cortex + style.tissue_shading * shading + coarse + fine
+    background = style.background_level + coarse / 3
     return np.where(body, tissue, background).astype(np.float32)
 
 
@@ -564,35 +564,43 @@ def kidney_extent_mm(spec: KidneySpec, size: str) -> np.ndarray:
     return np.asarray(spec.extent_mm, dtype=np.float64) * size_preset(size).scale
 
 
-def render_kidney(name: str, seed: int = 0, size: str = "tiny", voxel_um: float | None = None) -> RenderedKidney:
-    """Render kidney ``name`` exactly as :func:`build_phantom` writes it for ``seed`` and ``size``.
+def render_kidney(name: str, seed: int = 0, size: str = "tiny", voxel_um: float | None = None,
+                  style: str | PhantomStyle = "A") -> RenderedKidney:
+    """Render kidney ``name`` exactly as :func:`build_phantom` writes it for ``seed``, ``size`` and ``style``.
 
-    ``voxel_um`` overrides the kidney's voxel size: the same physical organ, vessels and blobs
-    sampled on another grid (the texture noise is drawn per voxel, so it differs).
+    The object (tissue and vessels) is rendered on a grid ``style.oversample`` times finer than the
+    kidney's voxels and acquired by :func:`src.data.acquisition.acquire` (voxel integration, PSF,
+    Poisson-Gaussian noise, per-scan gain, shading, rings); the label of a voxel is whether its centre
+    lies inside a vessel. ``voxel_um`` overrides the kidney's voxel size: the same physical organ,
+    vessels and blobs acquired on another grid (the texture noise is drawn per voxel, so it differs).
     """
     if name not in KIDNEYS:
         raise UserError(f"unknown phantom kidney {name!r}; choose one of {', '.join(KIDNEYS)}")
     spec = KIDNEYS[name]
+    style = style_of(style)
     preset = size_preset(size)
     voxel_um = spec.voxel_um if voxel_um is None else float(voxel_um)
     voxel_mm = voxel_um / 1000.0
-    children = np.random.SeedSequence([check_seed(seed), spec.seed_key]).spawn(6)
-    geometry_rng, tree_rng, texture_rng, blob_rng, label_rng, noise_rng = (np.random.default_rng(c) for c in children)
+    children = np.random.SeedSequence([check_seed(seed), spec.seed_key]).spawn(7)
+    geometry_rng, tree_rng, texture_rng, blob_rng, label_rng, _, acquisition_rng = (np.random.default_rng(c) for c in children)
     extent = kidney_extent_mm(spec, size)
     shape = grid_shape(extent, voxel_um)
     geom = make_organ_geometry(extent, geometry_rng)
     tree = grow_vessel_trees(geom, preset, tree_rng)
     keys = label_rng.permutation(tree.count) + 1
-    signal, key = render_capsules(tree, keys, shape, voxel_mm)
+    k = int(style.oversample)
+    fine_shape, fine_mm = tuple(n * k for n in shape), voxel_mm / k
+    _, key = render_capsules(tree, keys, shape, voxel_mm, style)  # labels on the acquired grid
     truth = key > 0
     if spec.labelled_fraction is None:
         labels, labelled = truth, 1.0
     else:
         labels, labelled = choose_labelled(key, tree.count, spec.labelled_fraction)
-    image = render_tissue(geom, shape, voxel_mm, texture_rng, blob_rng)
-    image += signal
-    image = ndimage.gaussian_filter(image, PSF_SIGMA_MM / voxel_mm)
-    image += noise_rng.standard_normal(shape, dtype=np.float32) * np.float32(NOISE_STD)
+    obj = render_tissue(geom, fine_shape, fine_mm, texture_rng, blob_rng, style)
+    signal, _ = render_capsules(tree, keys, fine_shape, fine_mm, style)
+    obj += signal
+    del signal
+    image = acquire(obj, style, voxel_um, acquisition_rng)
     return RenderedKidney(name, voxel_um, apply_window(image, spec.window), truth, labels, labelled)
 
 
@@ -674,10 +682,10 @@ def kidney_summary(
     }
 
 
-def write_train_kidneys(root: Path, seed: int, size: str, summary: dict, train_rles: list) -> None:
+def write_train_kidneys(root: Path, seed: int, size: str, summary: dict, train_rles: list, style: str = "A") -> None:
     """kidney_1_dense, kidney_2, kidney_3_sparse and kidney_3_dense (labels only, middle slices)."""
     for name in ("kidney_1_dense", "kidney_2", "kidney_3"):
-        kidney = render_kidney(name, seed, size)
+        kidney = render_kidney(name, seed, size, style=style)
         spec = KIDNEYS[name]
         folder = "kidney_3_sparse" if name == "kidney_3" else name
         write_slices(root / "train" / folder / "images", kidney.image)
@@ -695,11 +703,11 @@ def write_train_kidneys(root: Path, seed: int, size: str, summary: dict, train_r
             )
 
 
-def write_test_kidneys(root: Path, seed: int, size: str, summary: dict) -> tuple[list, list]:
+def write_test_kidneys(root: Path, seed: int, size: str, summary: dict, style: str = "A") -> tuple[list, list]:
     """kidney_5 and kidney_6 images; returns sample-submission and solution rows."""
     sample, solution = [], []
     for name in ("kidney_5", "kidney_6"):
-        kidney = render_kidney(name, seed, size)
+        kidney = render_kidney(name, seed, size, style=style)
         write_slices(root / "test" / name / "images", kidney.image)
         _, h, w = kidney.shape
         for z, (row_id, rle) in enumerate(rle_rows(name, kidney.truth)):
@@ -709,20 +717,20 @@ def write_test_kidneys(root: Path, seed: int, size: str, summary: dict) -> tuple
     return sample, solution
 
 
-def write_external_kidney(root: Path, seed: int, size: str, summary: dict) -> None:
+def write_external_kidney(root: Path, seed: int, size: str, summary: dict, style: str = "A") -> None:
     """The HOA kidney as JPEG 2000 slices, no labels."""
-    kidney = render_kidney(HOA_NAME, seed, size)
+    kidney = render_kidney(HOA_NAME, seed, size, style=style)
     write_jp2_slices(root / "train_ext" / HOA_NAME / "images", kidney.image)
     summary[HOA_NAME] = kidney_summary(kidney, "train_ext", KIDNEYS[HOA_NAME].window, labels=False)
 
 
-def write_phantom(root: Path, seed: int, size: str) -> dict:
+def write_phantom(root: Path, seed: int, size: str, style: str = "A") -> dict:
     """Write every folder and csv into ``root``; returns the per-folder summary."""
     summary: dict[str, dict] = {}
     train_rles: list[tuple[str, str]] = []
-    write_train_kidneys(root, seed, size, summary, train_rles)
-    sample, solution = write_test_kidneys(root, seed, size, summary)
-    write_external_kidney(root, seed, size, summary)
+    write_train_kidneys(root, seed, size, summary, train_rles, style)
+    sample, solution = write_test_kidneys(root, seed, size, summary, style)
+    write_external_kidney(root, seed, size, summary, style)
     write_csv(root / "sample_submission.csv", ["id", "rle"], sample)
     write_csv(root / "train_rles.csv", ["id", "rle"], train_rles)
     write_csv(root / "solution.csv", ["id", "rle", "width", "height", "image_id", "slice_id"], solution)
@@ -734,9 +742,10 @@ def write_phantom(root: Path, seed: int, size: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def marker_content(seed: int, size: str, kidneys: dict) -> dict:
+def marker_content(seed: int, size: str, kidneys: dict, style: str = "A") -> dict:
     """What ``.phantom.json`` holds."""
-    return {"generator": GENERATOR, "format_version": FORMAT_VERSION, "seed": seed, "size": size, "kidneys": kidneys}
+    return {"generator": GENERATOR, "format_version": FORMAT_VERSION, "seed": seed, "size": size, "style": style,
+            "kidneys": kidneys}
 
 
 def read_marker(out: Path) -> dict | None:
@@ -756,12 +765,13 @@ def read_marker(out: Path) -> dict | None:
     return marker
 
 
-def is_same_build(marker: dict, seed: int, size: str) -> bool:
-    """Whether ``marker`` describes the build that ``seed`` and ``size`` would write."""
-    return marker.get("seed") == seed and marker.get("size") == size and marker.get("format_version") == FORMAT_VERSION
+def is_same_build(marker: dict, seed: int, size: str, style: str = "A") -> bool:
+    """Whether ``marker`` describes the build that ``seed``, ``size`` and ``style`` would write."""
+    return (marker.get("seed") == seed and marker.get("size") == size and marker.get("style", "A") == style
+            and marker.get("format_version") == FORMAT_VERSION)
 
 
-def existing_build(out: Path, seed: int, size: str, force: bool) -> dict | None:
+def existing_build(out: Path, seed: int, size: str, force: bool, style: str = "A") -> dict | None:
     """Check ``out`` before building: the marker if the same build is already there, else None.
 
     Raises :class:`UserError` when ``out`` is a file, is non-empty without our marker, or holds
@@ -778,11 +788,11 @@ def existing_build(out: Path, seed: int, size: str, force: bool) -> dict | None:
                 f"--out {out} is a non-empty folder without a phantom marker; choose an empty or new folder"
             )
         return None
-    if is_same_build(marker, seed, size) and not force:
+    if is_same_build(marker, seed, size, style) and not force:
         return marker
     if not force:
         raise UserError(
-            f"--out {out} holds a phantom of seed {marker.get('seed')} size {marker.get('size')} "
+            f"--out {out} holds a phantom of seed {marker.get('seed')} size {marker.get('size')} style {marker.get('style', 'A')} "
             f"(version {marker.get('format_version')}); pass --force to replace it"
         )
     return None
@@ -817,7 +827,7 @@ def install_build(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
 
 
-def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False) -> dict:
+def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False, style: str = "A") -> dict:
     """Build the phantom dataset in ``out`` (see the module docstring for the layout).
 
     Returns the marker content (``seed``, ``size``, ``kidneys``: per folder its ``shape`` (Z, H, W),
@@ -828,8 +838,9 @@ def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False) -
     started = time.perf_counter()
     seed = check_seed(seed)
     size_preset(size)
+    style = style_of(style).name
     out = Path(out).absolute()
-    existing = existing_build(out, seed, size, force)
+    existing = existing_build(out, seed, size, force, style)
     if existing is not None:
         return {**existing, "out": str(out), "existed": True, "seconds": time.perf_counter() - started}
     remove_stale_temporaries(out)
@@ -837,7 +848,7 @@ def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False) -
     tmp.mkdir(parents=True)
     try:
         (tmp / BUILDING_MARKER_NAME).write_text(str(os.getpid()))
-        marker = marker_content(seed, size, write_phantom(tmp, seed, size))
+        marker = marker_content(seed, size, write_phantom(tmp, seed, size, style), style)
         (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n")
         (tmp / BUILDING_MARKER_NAME).unlink()
         install_build(tmp, out)
@@ -876,7 +887,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--size", choices=list(SIZES), default="tiny", help="tiny (tests), small (demo), medium (benchmarks)"
     )
-    parser.add_argument("--force", action="store_true", help="replace a phantom of another seed or size in --out")
+    parser.add_argument("--style", choices=list(STYLES), default="A",
+                        help="scan family: " + "; ".join(f"{k}: {v.description}" for k, v in STYLES.items()))
+    parser.add_argument("--force", action="store_true", help="replace a phantom of another seed, size or style in --out")
     return parser.parse_args(argv)
 
 
@@ -884,12 +897,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
-    summary = build_phantom(args.out, seed=args.seed, size=args.size, force=args.force)
+    summary = build_phantom(args.out, seed=args.seed, size=args.size, force=args.force, style=args.style)
     if summary["existed"]:
-        print(f"{summary['out']} already holds the phantom of seed {args.seed} size {args.size}; nothing written")
+        print(f"{summary['out']} already holds the phantom of seed {args.seed} size {args.size} style {args.style}; nothing written")
     for line in summary_lines(summary):
         print(line)
-    print(f"phantom seed {args.seed} size {args.size} in {summary['out']}: {summary['seconds']:.2f} s")
+    print(f"phantom seed {args.seed} size {args.size} style {args.style} in {summary['out']}: {summary['seconds']:.2f} s")
     return 0
 
 

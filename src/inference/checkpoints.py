@@ -27,6 +27,7 @@ class Member:
     weight: float = 1.0
     tta: str = "none"
     name: str = ""
+    roi_size: tuple[int, ...] | None = None  # the window its training run validated with (None: unknown)
 
 
 def _read(path: Path) -> dict:
@@ -55,11 +56,25 @@ def load_member_3d(path: str | Path, weight: float = 1.0, tta: str = "none", dev
         raise UserError(f"{path}: not a 3-D DynUNet checkpoint (give it in checkpoints=, not checkpoints_3d=)")
     net = build_net_3d(ckpt["hyper_parameters"]["net"])
     net.load_state_dict(_net_state(ckpt))
-    return Member(net.eval().to(device), 1, float(weight), tta, str(path))
+    return Member(net.eval().to(device), 1, float(weight), tta, str(path), training_roi(ckpt["hyper_parameters"], 3))
+
+
+def training_roi(hparams: dict, dims: int = 2) -> tuple[int, ...] | None:
+    """The sliding-window roi a checkpoint's training run validated with (``val_window.roi_size``), or None."""
+    from monai.utils import ensure_tuple_rep
+
+    roi = (hparams.get("val_window") or {}).get("roi_size")
+    if roi is None:
+        return None
+    try:
+        return tuple(int(r) for r in ensure_tuple_rep(roi, dims))
+    except (ValueError, TypeError):
+        return None
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments."""
+    """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments
+    (plus ``roi_size``, the window its training validated with, when the checkpoint records it)."""
     from src.models.module_2d import build_net
 
     path = Path(path)
@@ -69,12 +84,12 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net_cfg = {**ckpt["hyper_parameters"]["net"], "encoder_weights": None}
     net = build_net(net_cfg)
     net.load_state_dict(_net_state(ckpt))
-    return net.eval().to(device), net_cfg
+    return net.eval().to(device), {**net_cfg, "roi_size": training_roi(ckpt["hyper_parameters"])}
 
 
 def load_member(path: str | Path, weight: float = 1.0, tta: str = "none", device="cpu") -> Member:
     net, cfg = load_network(path, device)
-    return Member(net, int(cfg.get("in_channels", 3)), float(weight), tta, str(path))
+    return Member(net, int(cfg.get("in_channels", 3)), float(weight), tta, str(path), cfg["roi_size"])
 
 
 def checkpoint_score(path: Path) -> float:

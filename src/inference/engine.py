@@ -58,12 +58,30 @@ def reflect_pad_to(x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor
     return x, (top, bottom, left, right)
 
 
+DEFAULT_ROI = 512  # for a checkpoint that does not record its training window
+
+
+def window_of(roi_size, member: Member) -> tuple[int, int]:
+    """The 2-D sliding-window roi for ``member``: ``roi_size`` (an int or a pair) when given, else the
+    window the member's training run validated with, so prediction sees what validation saw."""
+    from monai.utils import ensure_tuple_rep
+
+    roi = roi_size if roi_size is not None else (member.roi_size or DEFAULT_ROI)
+    try:
+        out = tuple(int(r) for r in ensure_tuple_rep(roi, 2))
+    except (ValueError, TypeError):
+        raise UserError(f"engine.roi_size must be an int or a list of 2 ints, got {roi!r}") from None
+    if min(out) < 1:
+        raise UserError(f"engine.roi_size must be positive, got {roi!r}")
+    return out  # type: ignore[return-value]
+
+
 @dataclass
 class InferenceEngine:
     """Sliding-window 2.5-D inference of a weighted ensemble over one or more views of a volume."""
 
     members: Sequence[Member]
-    roi_size: int | tuple[int, int] = 512
+    roi_size: int | tuple[int, int] | None = None  # None: each member's training window (512 if unknown)
     overlap: float = 0.25
     mode: str = "gaussian"
     padding_mode: str = "reflect"
@@ -85,17 +103,17 @@ class InferenceEngine:
         self._device = resolve_device(self.device)
         for m in self.members:
             m.net.to(self._device).eval()
-        roi = self.roi_size
-        self.roi = (int(roi), int(roi)) if isinstance(roi, (int, np.integer)) else tuple(int(r) for r in roi)
+        self.rois = [window_of(self.roi_size, m) for m in self.members]
+        self.roi = max(self.rois)
         self.total_weight = float(sum(m.weight for m in self.members))
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
 
     # ------------------------------------------------------------------ one batch of slices
-    def _sliding_window(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x, (top, bottom, left, right) = reflect_pad_to(x, self.roi)
+    def _sliding_window(self, net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int]) -> torch.Tensor:
+        x, (top, bottom, left, right) = reflect_pad_to(x, roi)
         y = sliding_window_inference(
-            x, roi_size=self.roi, sw_batch_size=self.sw_batch_size, predictor=net, overlap=self.overlap,
+            x, roi_size=roi, sw_batch_size=self.sw_batch_size, predictor=net, overlap=self.overlap,
             mode=self.mode, padding_mode=self.padding_mode, progress=False,
         )
         return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
@@ -105,10 +123,10 @@ class InferenceEngine:
         """Weighted mean of the members' logits for (B, C, H, W) stacks keyed by channel count."""
         total = None
         autocast = self.amp and self._device.type == "cuda"
-        for m in self.members:
+        for m, roi in zip(self.members, self.rois):
             x = stacks[m.in_channels].to(self._device, non_blocking=True)
             with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
-                y = with_tta(lambda t, net=m.net: self._sliding_window(net, t), x, m.tta).float()
+                y = with_tta(lambda t, net=m.net, roi=roi: self._sliding_window(net, t, roi), x, m.tta).float()
             total = m.weight * y if total is None else total + m.weight * y
         return total / self.total_weight
 

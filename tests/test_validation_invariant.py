@@ -1,0 +1,100 @@
+"""The prediction path reproduces training's validation: the same checkpoint scores the same on the same
+volume through ``src.calibrate`` and ``src.predict`` as the training run's ``val/sd@<th>`` (within 0.01).
+
+The model is trained a few dozen steps on the tiny phantom (so its probabilities are neither all 0 nor
+all 1); prediction uses the checkpoint's own training window (``engine.roi_size`` left at null) and the
+view validation uses (``engine.views=[z]``).
+"""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from src.data.registry import Registry
+from src.data.volumes import VolumeStore
+from src.metrics.rle import rle_decode
+from src.metrics.surface_dice import surface_dice
+from src.utils.settings import REPO_ROOT
+
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def compose_cfg(config, overrides, output_dir):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if "log_dir" in cfg.paths:
+            cfg.paths.log_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_phantom, tmp_path_factory):
+    """(last checkpoint, the run's final val/sd@<th> values) of a short run on the tiny phantom."""
+    from src.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg("train", [
+        "experiment=demo", f"paths.data_dir={tiny_phantom}", "data.img_size=64", "data.batch_size=4",
+        "model.val_window.sw_batch_size=32", "trainer.max_epochs=1", "trainer.limit_train_batches=40",
+        "trainer.num_sanity_val_steps=0", "logger=csv", "extras.print_config=false", "~callbacks.rich_progress_bar",
+        "~callbacks.model_summary", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    ], out)
+    metrics = train(cfg)
+    return out / "checkpoints" / "last.ckpt", {t: float(metrics[f"val/sd@{t:g}"]) for t in THRESHOLDS}
+
+
+def test_the_run_learned_something(trained):
+    _, val = trained
+    assert max(val.values()) > 0.05, val  # otherwise the invariant below would hold trivially
+
+
+def test_calibrate_reproduces_validation(trained, tiny_phantom, tmp_path):
+    from src.calibrate import calibrate
+
+    ckpt, val = trained
+    cfg = compose_cfg("calibrate", [
+        f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false",
+        f"thresholds=[{','.join(map(str, THRESHOLDS))}]", "top_fractions=[]",
+    ], tmp_path / "calibrate")
+    rows = {r["value"]: r["surface_dice"] for r in calibrate(cfg)["rows"]}
+    for t in THRESHOLDS:
+        assert rows[t] == pytest.approx(val[t], abs=0.01), (t, rows[t], val[t])
+
+
+def test_predict_reproduces_validation(trained, tiny_phantom, tmp_path):
+    """``src.predict`` on a test folder holding the validation kidney's image slices, scored on its labels."""
+    from src.predict import predict
+
+    ckpt, val = trained
+    group = Registry.load().fold("2d", 0).val
+    image, truth = VolumeStore(progress=False).open_pair(group.images_dir(tiny_phantom), group.labels_dir(tiny_phantom),
+                                                        group.images_follow_labels)
+    labels = sorted(group.labels_dir(tiny_phantom).iterdir())
+    test = tmp_path / "test" / group.name / "images"
+    test.mkdir(parents=True)
+    for label in labels:  # the image slices the labels cover, under the same names
+        os.symlink(group.images_dir(tiny_phantom) / label.name, test / label.name)
+    cfg = compose_cfg("predict", [
+        f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false",
+        f"test_dir={tmp_path / 'test'}", "sample_submission=null", f"output={tmp_path / 'submission.csv'}",
+        "keep_probabilities=true",
+    ], tmp_path / "predict")
+    out = predict(cfg)
+    vessel = np.asarray(truth.data) > 127
+    sub = pd.read_csv(out, keep_default_na=False).sort_values("id")
+    h, w = vessel.shape[1:]
+    mask = np.stack([rle_decode(r, (h, w)) for r in sub.rle]).astype(bool)
+    assert surface_dice(mask, vessel) == pytest.approx(val[0.5], abs=0.01)
+    prob = np.load(tmp_path / "predict" / "probabilities" / f"{group.name}.npy")
+    for t in THRESHOLDS:
+        assert surface_dice(prob > t, vessel) == pytest.approx(val[t], abs=0.01), t
