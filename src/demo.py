@@ -71,6 +71,9 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--out", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", default="A", help="phantom style trained on (src.data.acquisition.STYLES)")
+    parser.add_argument("--test-style", default="B",
+                        help="also predict the test kidneys of a phantom of this style (built beside --out); 'none': skip")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "demo"), help="runs, submissions and pictures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--skip-train", action="store_true", help="stop after the scorer check")
@@ -82,8 +85,8 @@ def main(argv=None) -> dict[str, float]:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    t = step(1, f"phantom dataset ({args.size}, seed {args.seed}) -> {data}")
-    summary = build_phantom(data, seed=args.seed, size=args.size)
+    t = step(1, f"phantom dataset ({args.size}, seed {args.seed}, style {args.style}) -> {data}")
+    summary = build_phantom(data, seed=args.seed, size=args.size, style=args.style)
     for name, entry in summary["kidneys"].items():
         print(f"  {name:<48} {'x'.join(map(str, entry['shape']))}  {entry['voxel_um']} um")
     print(f"  {'reused' if summary['existed'] else 'built'} in {time.perf_counter() - t:.1f} s")
@@ -111,6 +114,9 @@ def main(argv=None) -> dict[str, float]:
         pseudo(data, run_dir, args.quiet)
         run_3d = stage2_3d(data, work, args.fold, args.train_3d_overrides)
         predict_test(data, work, run_dir, run_3d, results)
+        if args.test_style.lower() != "none" and args.test_style != args.style:
+            other = data.with_name(f"{data.name}_{args.test_style}")
+            cross_style(other, args.seed, args.size, args.style, args.test_style, work, run_dir, results)
     summary_line = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s: {summary_line}")
     return results
@@ -187,6 +193,33 @@ def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
     return run_dir
 
 
+def test_baselines(data: Path) -> dict[str, float]:
+    """Best global intensity threshold per test kidney of ``data`` (tuned on the kidney itself)."""
+    solution = pd.read_csv(data / "solution.csv", keep_default_na=False)
+    store, out = VolumeStore(progress=False), {}
+    for kidney in sorted(solution.image_id.unique()):
+        out[kidney] = best_threshold(threshold_baseline(store.open(data / "test" / kidney / "images"), solution_volume(solution, kidney)))[1]
+    return out
+
+
+def cross_style(data: Path, seed: int, size: str, style: str, test_style: str, work: Path, run_dir: Path, results: dict) -> None:
+    """The stage-1 model (trained on ``style``) on the test kidneys of a phantom of ``test_style``."""
+    t = time.perf_counter()
+    print(f"\n== cross-style: the model trained on style {style}, on the test kidneys of style {test_style} ({data})")
+    build_phantom(data, seed=seed, size=size, style=test_style)
+    submission, predict_dir = work / f"submission_style_{test_style}.csv", work / f"predict_style_{test_style}"
+    shutil.rmtree(predict_dir, ignore_errors=True)
+    run([sys.executable, "-m", "src.predict", f"checkpoints=[{best_checkpoint_in(run_dir / 'checkpoints')}]",
+         f"paths.data_dir={data}", "progress=false", f"output={submission}", f"hydra.run.dir={predict_dir}"])
+    scores = score_file(submission, data / "solution.csv")
+    for kidney, baseline in test_baselines(data).items():
+        ratio = scores[kidney] / baseline if baseline > 0 else float("inf")
+        print(f"  {kidney:<10} model {scores[kidney]:.4f}  threshold baseline {baseline:.4f}  ({ratio:.1f}x)")
+        results.update({f"{test_style}_{kidney}_model": scores[kidney], f"{test_style}_{kidney}_baseline": baseline})
+    results[f"{test_style}_test_model_mean"] = scores["mean"]
+    print(f"  done in {time.perf_counter() - t:.0f} s")
+
+
 def solution_volume(solution: pd.DataFrame, kidney: str) -> np.ndarray:
     rows = solution[solution.image_id == kidney].sort_values("slice_id")
     return np.stack([rle_decode(r.rle, (int(r.height), int(r.width))) for r in rows.itertuples()])
@@ -198,7 +231,7 @@ def predict_test(data: Path, work: Path, run_dir: Path, run_3d: Path, results: d
     checkpoint_3d = best_checkpoint_in(run_3d / "checkpoints")
     submission, predict_dir = work / "submission.csv", work / "predict"
     blended, blend_dir = work / "submission_blend.csv", work / "predict_blend"
-    common = [f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"engine.roi_size={_roi(run_dir)}", "progress=false"]
+    common = [f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", "progress=false"]
     shutil.rmtree(predict_dir, ignore_errors=True)
     shutil.rmtree(blend_dir, ignore_errors=True)
     run([sys.executable, "-m", "src.predict", *common, f"output={submission}", "keep_probabilities=true", f"hydra.run.dir={predict_dir}"])

@@ -24,9 +24,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from src.utils.errors import cli_main
 from src.utils.settings import REPO_ROOT
 
+KIDNEYS = ("kidney_5", "kidney_6")
+BASE_ROW = 1  # "2-D alone, threshold 0.5": what every lever is compared with
 LEVER_RUNS = {
     "recipe": [],
     "scale_aug": ["data.scale_aug_center=0.8"],
@@ -58,6 +62,77 @@ def score(submission: Path, data: Path) -> dict[str, float]:
     return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(data / "solution.csv", SOLUTION_COLUMNS, "solution"))
 
 
+def spread_verdict(diffs: list[float]) -> str:
+    """``better`` / ``worse`` when the mean paired difference (lever minus 2-D alone, one per seed) exceeds
+    its spread over the seeds (one standard deviation), else ``within spread``; one seed cannot tell."""
+    if len(diffs) < 2:
+        return "one seed: no verdict"
+    mean, std = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    if abs(mean) <= std:
+        return "within spread"
+    return "better" if mean > 0 else "worse"
+
+
+def summarise(rows_by_seed: dict[int, list[dict]]) -> list[dict]:
+    """Per lever: mean and std over seeds per kidney, the paired difference to 2-D alone and a verdict."""
+    seeds = sorted(rows_by_seed)
+    first = rows_by_seed[seeds[0]]
+    out = []
+    for i, row in enumerate(first):
+        per = [rows_by_seed[s][i] for s in seeds]
+        entry = {"lever": row["lever"], "seeds": seeds}
+        for k in KIDNEYS:
+            values = [r[k] for r in per]
+            entry[k] = float(np.mean(values))
+            entry[f"{k}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            entry[f"{k}_values"] = values
+        means = [r["mean"] for r in per]
+        base = [rows_by_seed[s][BASE_ROW]["mean"] for s in seeds]
+        diffs = [m - b for m, b in zip(means, base)]
+        entry.update({"mean": float(np.mean(means)), "mean_std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                      "diff": float(np.mean(diffs)), "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0,
+                      "verdict": "reference" if i == BASE_ROW else spread_verdict(diffs)})
+        out.append(entry)
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    n = len(summary[0]["seeds"])
+    lines = [f"| lever (mean ± std over {n} seeds) | kidney_5 (50.28 um) | kidney_6 (63.08 um) | mean | vs 2-D alone (paired) | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in summary:
+        lines.append(f"| {r['lever']} | {r['kidney_5']:.4f} ± {r['kidney_5_std']:.4f} | {r['kidney_6']:.4f} ± {r['kidney_6_std']:.4f} "
+                     f"| {r['mean']:.4f} ± {r['mean_std']:.4f} | {r['diff']:+.4f} ± {r['diff_std']:.4f} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path) -> Path:
+    """Scores per lever and kidney, bars at the mean over seeds with one-std error bars, seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(summary) + 1.5))
+    y = np.arange(len(summary))
+    height = 0.38
+    for j, (k, colour) in enumerate(zip(KIDNEYS, ("tab:blue", "tab:orange"))):
+        pos = y + (j - 0.5) * height
+        ax.barh(pos, [r[k] for r in summary], height, xerr=[r[f"{k}_std"] for r in summary], color=colour, alpha=0.7,
+                capsize=3, label=k)
+        for p, r in zip(pos, summary):
+            ax.plot(r[f"{k}_values"], [p] * len(r[f"{k}_values"]), "k.", markersize=3)
+    ax.set_yticks(y, [f"{r['lever']} [{r['verdict']}]" for r in summary], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"surface Dice (tolerance 0), mean ± std over {len(summary[0]['seeds'])} seeds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @cli_main
 def main(argv=None) -> list[dict]:
     from src.data.multiview import project_split
@@ -71,6 +146,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder (built when absent)")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
+    parser.add_argument("--style", default="A", help="phantom style (src.data.acquisition.STYLES)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every run (>= 3 for verdicts you can trust)")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "robustness"))
     parser.add_argument("--min-component-size", type=int, default=50, help="voxels, for the component-removal row")
     parser.add_argument("--quiet", action="store_true")
@@ -81,30 +158,45 @@ def main(argv=None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    print(f"== phantom ({args.size}) -> {data}")
-    build_phantom(data, size=args.size)
+    print(f"== phantom ({args.size}, style {args.style}) -> {data}")
+    build_phantom(data, size=args.size, style=args.style)
     project_split(data, ("train",), store=VolumeStore(progress=not args.quiet), progress=not args.quiet)
 
+    rows_by_seed, calibrations = {}, {}
+    for seed in args.seeds:
+        rows_by_seed[seed], calibrations[seed] = one_seed(seed, data, work / f"seed{seed}", args, calibrate, predict, ensure_run,
+                                                          best_checkpoint_in, DEMO_3D, _roi)
+    summary = summarise(rows_by_seed)
+    table = markdown(summary)
+    print("\n" + table)
+    (work / "robustness.md").write_text(table + "\n")
+    png = plot(summary, work / "robustness.png")
+    (work / "robustness.json").write_text(json.dumps({"seeds": args.seeds, "calibration": calibrations, "summary": summary,
+                                                      "rows": rows_by_seed}, indent=1))
+    print(f"\nrobustness finished in {time.perf_counter() - started:.0f} s -> {work / 'robustness.md'}, {png}")
+    return summary
+
+
+def one_seed(seed, data, work, args, calibrate, predict, ensure_run, best_checkpoint_in, demo_3d, _roi):
+    """Train every lever's model with ``seed``, calibrate, predict and score every row: (rows, calibration)."""
     runs = {}
     for name, overrides in LEVER_RUNS.items():
         run_dir = work / "train" / name
         t = time.perf_counter()
-        print(f"== 2-D model '{name}': python -m src.train experiment=demo {' '.join(overrides)} -> {run_dir}")
-        ensure_run(run_dir, ["experiment=demo", f"paths.data_dir={data}", *overrides, *args.train_overrides], t)
+        print(f"== seed {seed}, 2-D model '{name}': python -m src.train experiment=demo seed={seed} {' '.join(overrides)} -> {run_dir}")
+        ensure_run(run_dir, ["experiment=demo", f"seed={seed}", f"paths.data_dir={data}", *overrides, *args.train_overrides], t)
         runs[name] = best_checkpoint_in(run_dir / "checkpoints")
     run_3d = work / "train" / "dynunet"
-    print(f"== 3-D model: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_3d}")
-    ensure_run(run_3d, ["--config-name=train_pseudo_3d", "experiment=demo3d", f"paths.data_dir={data}", *DEMO_3D,
+    print(f"== seed {seed}, 3-D model: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_3d}")
+    ensure_run(run_3d, ["--config-name=train_pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *demo_3d,
                         *args.train_3d_overrides], time.perf_counter())
     ckpt_3d = best_checkpoint_in(run_3d / "checkpoints")
-    roi, roi_3d = _roi(work / "train" / "recipe"), _roi(run_3d)
-    common = [f"paths.data_dir={data}", f"engine.roi_size={roi}", f"engine_3d.roi_size={roi_3d}", f"progress={not args.quiet}"]
+    common = [f"paths.data_dir={data}", f"engine_3d.roi_size={_roi(run_3d)}", f"progress={not args.quiet}"]
 
-    print("== calibration on fold 0's validation volume (python -m src.calibrate)")
+    print(f"== seed {seed}: calibration on fold 0's validation volume (python -m src.calibrate)")
     cal = calibrate(compose_cfg("calibrate", [*common, f"checkpoints=[{runs['recipe']}]"], work / "calibrate"))
     t_fixed = cal["best"]["fixed"]["value"]
     f_top = cal["best"]["top_fraction"]["value"]
-
     rescale = "resolution.rescale=true"
     components = f"postprocess.min_component_size={args.min_component_size}"
     rows = [
@@ -112,15 +204,15 @@ def main(argv=None) -> list[dict]:
         ("2-D alone, threshold 0.5", runs["recipe"], []),
         ("2-D + `resolution.rescale=true`", runs["recipe"], [rescale]),
         (f"2-D + `{components}`", runs["recipe"], [components]),
-        (f"2-D, threshold {t_fixed:g} calibrated on validation", runs["recipe"], [f"threshold={t_fixed}"]),
-        (f"2-D, `top_fraction={f_top:g}` calibrated on validation", runs["recipe"],
+        ("2-D, threshold calibrated on validation", runs["recipe"], [f"threshold={t_fixed}"]),
+        ("2-D, top fraction calibrated on validation", runs["recipe"],
          ["postprocess.threshold_mode=top_fraction", f"postprocess.top_fraction={f_top}"]),
         ("2-D trained with `data.scale_aug_center=0.8`", runs["scale_aug"], []),
         ("2-D trained with `data.rotate3d_prob=0.5`", runs["rotate3d"], []),
         ("blend + rescale", runs["recipe"], [f"checkpoints_3d=[{ckpt_3d}]", rescale]),
-        (f"2-D + rescale, threshold {t_fixed:g}", runs["recipe"], [rescale, f"threshold={t_fixed}"]),
-        (f"2-D, threshold {t_fixed:g} + components", runs["recipe"], [f"threshold={t_fixed}", components]),
-        (f"2-D + rescale, threshold {t_fixed:g} + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
+        ("2-D + rescale, calibrated threshold", runs["recipe"], [rescale, f"threshold={t_fixed}"]),
+        ("2-D, calibrated threshold + components", runs["recipe"], [f"threshold={t_fixed}", components]),
+        ("2-D + rescale, calibrated threshold + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
     ]
     results = []
     for i, (label, ckpt, overrides) in enumerate(rows):
@@ -132,16 +224,7 @@ def main(argv=None) -> list[dict]:
         results.append({"lever": label, "overrides": overrides, "kidney_5": k5, "kidney_6": k6, "mean": (k5 + k6) / 2,
                         "seconds": time.perf_counter() - t})
         print(f"  {label}: kidney_5 {k5:.4f}  kidney_6 {k6:.4f}")
-    base = results[1]
-    lines = ["| lever | kidney_5 (50.28 um) | kidney_6 (63.08 um) | mean | vs 2-D alone |", "|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['lever']} | {r['kidney_5']:.4f} | {r['kidney_6']:.4f} | {r['mean']:.4f} | {r['mean'] - base['mean']:+.4f} |")
-    table = "\n".join(lines)
-    print("\n" + table)
-    (work / "robustness.md").write_text(table + "\n")
-    (work / "robustness.json").write_text(json.dumps({"calibration": cal["best"], "rows": results}, indent=1))
-    print(f"\nrobustness finished in {time.perf_counter() - started:.0f} s -> {work / 'robustness.md'}")
-    return results
+    return results, cal["best"]
 
 
 if __name__ == "__main__":

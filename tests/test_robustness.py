@@ -1,21 +1,47 @@
 import json
 
+import pytest
+
+from src.robustness import spread_verdict, summarise
 from tests.test_demo import TINY_3D, TINY_TRAIN
 
 
+def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():
+    assert spread_verdict([0.05, 0.06, 0.04]) == "better"
+    assert spread_verdict([-0.05, -0.06, -0.04]) == "worse"
+    assert spread_verdict([0.05, -0.04, 0.02]) == "within spread"
+    assert spread_verdict([0.3]) == "one seed: no verdict"
+
+
+def test_summary_is_mean_and_std_over_seeds_paired_against_2d_alone():
+    def rows(blend, alone):
+        return [{"lever": "blend", "kidney_5": blend, "kidney_6": blend, "mean": blend},
+                {"lever": "2-D alone", "kidney_5": alone, "kidney_6": alone, "mean": alone}]
+
+    summary = summarise({0: rows(0.5, 0.4), 1: rows(0.7, 0.6), 2: rows(0.6, 0.5)})
+    blend, alone = summary
+    assert blend["kidney_5"] == pytest.approx(0.6) and blend["kidney_5_std"] == pytest.approx(0.1)
+    assert blend["diff"] == pytest.approx(0.1) and blend["diff_std"] == pytest.approx(0.0, abs=1e-12)
+    assert blend["verdict"] == "better" and alone["verdict"] == "reference"  # seeds vary a lot, the pairing does not
+
+
+@pytest.mark.slow
 def test_robustness_table_on_the_tiny_phantom(tmp_path):
-    """Every lever row is trained, calibrated, predicted and scored (models of a few steps: the values mean nothing)."""
+    """Every lever row is trained for each seed, calibrated, predicted and scored (models of a few steps: the values mean nothing)."""
     from src.robustness import main
 
-    argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", *TINY_TRAIN,
-            "--train-3d", *TINY_3D]
+    argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0", "1",
+            *TINY_TRAIN, "--train-3d", *TINY_3D]
     rows = main(argv)
     assert len(rows) == 12 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
+    assert all(len(r["kidney_5_values"]) == 2 for r in rows)
     table = (tmp_path / "work" / "robustness.md").read_text().splitlines()
-    assert len(table) == 14 and "resolution.rescale=true" in "\n".join(table)
+    assert len(table) == 14 and "resolution.rescale=true" in "\n".join(table) and "± " in table[2]
+    assert (tmp_path / "work" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "work" / "robustness.json").read_text())
-    assert set(saved["calibration"]) == {"fixed", "top_fraction"}
-    for run in ("recipe", "scale_aug", "rotate3d", "dynunet"):
-        assert (tmp_path / "work" / "train" / run / "metrics.json").exists()
-    config = (tmp_path / "work" / "train" / "rotate3d" / "config.yaml").read_text()
-    assert "rotate3d_prob: 0.5" in config
+    assert set(saved["calibration"]["0"]) == {"fixed", "top_fraction"}
+    for seed in (0, 1):
+        for run in ("recipe", "scale_aug", "rotate3d", "dynunet"):
+            assert (tmp_path / "work" / f"seed{seed}" / "train" / run / "metrics.json").exists()
+    config = (tmp_path / "work" / "seed1" / "train" / "rotate3d" / "config.yaml").read_text()
+    assert "rotate3d_prob: 0.5" in config and "seed: 1" in config

@@ -25,7 +25,7 @@ import cv2
 from src.utils.errors import UserError
 
 REFLECT = cv2.BORDER_REFLECT_101
-SCHEMES = ("hard", "d4", "d4_scaled", "hard_random", "severe", "severe_v2", "kernel")
+SCHEMES = ("hard", "d4", "d4_scaled", "hard_random", "severe", "severe_v2", "kernel", "robust")
 
 
 class CentreKeepingChannelDropout(A.ChannelDropout):
@@ -71,6 +71,25 @@ def brightness_contrast_gamma(with_brightness_only: bool = True) -> A.OneOf:
         options.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5))
     options.append(A.RandomGamma(gamma_limit=(80, 120), p=0.5))
     return A.OneOf(options, p=1.0)
+
+
+def acquisition_shift() -> list:
+    """What a scan from another scanner, dose or protocol changes (not in the recipe; scheme ``robust``):
+    a wide brightness / contrast / gamma (the per-volume percentile window only fixes two quantiles),
+    a smooth illumination gradient (shading), shot noise of a random level independent per slice, and
+    a random blur or sharpening (a different PSF or voxel size)."""
+    return [
+        A.OneOf([
+            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.4, p=1.0),
+            A.RandomGamma(gamma_limit=(60, 160), p=1.0),
+        ], p=0.8),
+        A.Illumination(mode="linear", intensity_range=(0.02, 0.15), effect_type="both", p=0.3),
+        A.GaussNoise(std_range=(0.01, 0.12), per_channel=True, p=0.6),
+        A.OneOf([
+            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2), p=1.0),
+            A.Sharpen(alpha=(0.1, 0.4), lightness=(0.9, 1.1), p=1.0),
+        ], p=0.4),
+    ]
 
 
 def d4() -> list:
@@ -155,6 +174,8 @@ def build_transforms(scheme: str, img_size: int) -> A.Compose:
             A.OneOf([shift_scale_rotate(interpolation=cv2.INTER_NEAREST), shift_scale_rotate(interpolation=cv2.INTER_LINEAR)], p=1.0),
             *d4(), brightness_contrast_gamma(),
         ]
+    elif scheme == "robust":  # "hard" plus what a test kidney from another scan changes (acquisition_shift)
+        steps = [pad, crop_vessels, shift_scale_rotate(scale_limit=0.25), *d4(), *acquisition_shift()]
     elif scheme == "kernel":
         steps = [
             A.Rotate(limit=270, border_mode=REFLECT, p=0.25),
