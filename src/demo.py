@@ -18,6 +18,7 @@ Every step is idempotent: a second run reuses what the first wrote (a finished t
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -143,21 +144,32 @@ def best_validation(metrics_csv: Path) -> tuple[int, str, float]:
     return int(rows.loc[row, "epoch"]), column, float(values.loc[row, column])
 
 
+def validation_of(metrics_csv: Path, checkpoint: Path, metric: str = "val/sd@0.5") -> float:
+    """``metric`` logged at the epoch ``checkpoint`` was saved (``epoch_NNN_...``; the last epoch for ``last.ckpt``)."""
+    df = pd.read_csv(metrics_csv).dropna(subset=[metric])
+    match = re.match(r"epoch_(\d+)", checkpoint.name)
+    rows = df[df.epoch == int(match.group(1))] if match else df.tail(1)
+    return float(rows[metric].iloc[-1]) if len(rows) else float("nan")
+
+
 def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dict) -> Path:
     """Train the demo model (reusing a finished run) and compare it with the threshold baseline."""
     run_dir = work / "stage1" / f"fold{fold}"
     t = step(5, f"stage 1: python -m src.train experiment=demo data.fold={fold} (CPU) -> {run_dir}")
     ensure_run(run_dir, ["experiment=demo", f"data.fold={fold}", f"paths.data_dir={data}", *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
+    checkpoint = best_checkpoint_in(run_dir / "checkpoints")
+    at_05 = validation_of(run_dir / "metrics.csv", checkpoint)
     registry = Registry.load()
     val = registry.fold("2d", fold).val
     image, label = VolumeStore(progress=False).open_pair(val.images_dir(data), val.labels_dir(data), val.images_follow_labels)
     threshold, baseline = best_threshold(threshold_baseline(image, label.data, registry.label_threshold))
     print(f"  validation volume {val.name} ({len(image)} slices):")
-    print(f"  model     best {metric} = {value:.4f} (epoch {epoch})")
+    print(f"  model     best {metric} = {value:.4f} (epoch {epoch}, the best of every epoch and threshold)")
+    print(f"            the checkpoint predict uses ({checkpoint.name}, top val/dice): val/sd@0.5 = {at_05:.4f}")
     print(f"  baseline  best global intensity threshold {threshold:.2f} on the normalised image: surface dice {baseline:.4f}")
     print(f"  the model {'beats' if value > baseline else 'does NOT beat'} the threshold baseline")
-    results.update({"val_model_sd": value, "val_baseline_sd": baseline})
+    results.update({"val_model_sd": value, "val_checkpoint_sd": at_05, "val_baseline_sd": baseline})
     return run_dir
 
 

@@ -1,3 +1,4 @@
+import json
 import pandas as pd
 
 from src.demo import main
@@ -44,6 +45,12 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     assert list(submission.id) == list(pd.read_csv(data / "sample_submission.csv").id)
     assert (work / "pictures" / "kidney_5.png").exists() and (work / "pictures" / "kidney_6.png").exists()
     assert (work / "submission_blend.csv").exists() and (work / "stage2_3d" / "fold0" / "metrics.json").exists()
+    # cross-style: the model trained on style A predicts the test kidneys of a style-B phantom built beside it
+    assert 0.0 <= results["val_checkpoint_sd"] <= 1.0
+    for kidney in ("kidney_5", "kidney_6"):
+        assert 0.0 <= results[f"B_{kidney}_model"] <= 1.0 and 0.0 < results[f"B_{kidney}_baseline"] <= 1.0
+    assert json.loads((tmp_path / "phantom_B" / ".phantom.json").read_text())["style"] == "B"
+    assert "cross-style" in out and (work / "submission_style_B.csv").exists()
     # a second demo reuses the finished run and the pseudo labels
     again = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
     assert again["val_model_sd"] == results["val_model_sd"]

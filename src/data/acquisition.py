@@ -46,13 +46,13 @@ class PhantomStyle:
     # the object (intensity units: tissue ~0.3, background ~0.06)
     background_level: float = 0.06  # mounting medium outside the organ
     tissue_level: float = 0.30  # mean tissue density
-    cortex_boost: float = 0.30  # extra density of the cortex rim (as bright as a mid-sized vessel)
+    cortex_boost: float = 0.35  # extra density of the cortex rim (brighter than most vessels)
     tissue_shading: float = 0.15  # smooth density variation inside the organ
     texture_std_scale: float = 1.5  # multiplies the standard deviation of the smoothed tissue noise
     texture_sigma_scale: float = 1.0  # multiplies the spatial scale [mm] of the texture layers
     blob_density_scale: float = 4.0  # multiplies the density of bright non-vessel blobs [1/mm^3]
-    vessel_contrast: float = 0.45  # signed: vessel minus tissue for a very wide vessel (negative: dark lumen)
-    vessel_half_radius_mm: float = 0.30  # radius at which a vessel reaches half of ``vessel_contrast`` [mm]
+    vessel_contrast: float = 0.50  # signed: vessel minus tissue for a very wide vessel (negative: dark lumen)
+    vessel_half_radius_mm: float = 0.12  # radius at which a vessel reaches half of ``vessel_contrast`` [mm]
     # the acquisition
     oversample: int = 2  # fine-grid voxels per acquired voxel along each axis (1: point sampling)
     gain_range: tuple[float, float] = (0.9, 1.1)  # per-scan multiplicative exposure/calibration
@@ -85,9 +85,9 @@ STYLES: dict[str, PhantomStyle] = {
         PhantomStyle(
             "B",
             "fainter vessels in coarser, blobbier tissue; low dose, a blurrier PSF, strong shading and rings",
-            tissue_level=0.34, cortex_boost=0.22, tissue_shading=0.18,
+            tissue_level=0.34, cortex_boost=0.28, tissue_shading=0.18,
             texture_std_scale=1.9, texture_sigma_scale=1.6, blob_density_scale=6.0,
-            vessel_contrast=0.38, vessel_half_radius_mm=0.30,
+            vessel_contrast=0.30, vessel_half_radius_mm=0.15,
             gain_range=(0.75, 1.25), offset_range=(-0.05, 0.05), shading_amplitude=0.2,
             psf_voxels=0.9, dose=150.0, read_noise=0.04, ring_amplitude=0.04, ring_count=8,
         ),
