@@ -182,6 +182,8 @@ def test_intensity_windows_differ_per_kidney(built):
 
 
 def test_vessels_are_bright_but_not_threshold_separable():
+    """Vessels are brighter than the tissue on average, but cortex, blobs, shading and noise keep a
+    global threshold's best Dice low (it was 0.4-0.9 before the acquisition model)."""
     kidney = render_kidney("kidney_1_dense", seed=0, size="tiny")
     image, truth = kidney.image.astype(np.float64), kidney.truth
     assert 0.01 < truth.mean() < 0.08
@@ -190,7 +192,7 @@ def test_vessels_are_bright_but_not_threshold_separable():
     for threshold in np.unique(np.percentile(image, np.linspace(80, 99.9, 60))):
         predicted = image > threshold
         best = max(best, 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
-    assert 0.4 < best < 0.9
+    assert 0.1 < best < 0.4
 
 
 def test_dense_kidney_labels_equal_truth(built):
