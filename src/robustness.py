@@ -62,6 +62,17 @@ def score(submission: Path, data: Path) -> dict[str, float]:
     return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(data / "solution.csv", SOLUTION_COLUMNS, "solution"))
 
 
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (distinct non-negative ints)."""
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def spread_verdict(diffs: list[float]) -> str:
     """``better`` / ``worse`` when the mean paired difference (lever minus 2-D alone, one per seed) exceeds
     its spread over the seeds (one standard deviation), else ``within spread``; one seed cannot tell."""
@@ -147,7 +158,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--data", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder (built when absent)")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--style", default="A", help="phantom style (src.data.acquisition.STYLES)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every run (>= 3 for verdicts you can trust)")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
+                        help="comma-separated training seeds of every run, e.g. 0,1,2 (>= 3 for verdicts you can trust)")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "robustness"))
     parser.add_argument("--min-component-size", type=int, default=50, help="voxels, for the component-removal row")
     parser.add_argument("--quiet", action="store_true")

@@ -13,6 +13,17 @@ def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():
     assert spread_verdict([0.3]) == "one seed: no verdict"
 
 
+def test_seeds_are_a_comma_separated_list():
+    import argparse
+
+    from src.robustness import seed_list
+
+    assert seed_list("0,1,2") == [0, 1, 2]
+    for bad in ("", "a,b", "1,1", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seed_list(bad)
+
+
 def test_summary_is_mean_and_std_over_seeds_paired_against_2d_alone():
     def rows(blend, alone):
         return [{"lever": "blend", "kidney_5": blend, "kidney_6": blend, "mean": blend},
@@ -30,7 +41,7 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
     """Every lever row is trained for each seed, calibrated, predicted and scored (models of a few steps: the values mean nothing)."""
     from src.robustness import main
 
-    argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0", "1",
+    argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0,1",
             *TINY_TRAIN, "--train-3d", *TINY_3D]
     rows = main(argv)
     assert len(rows) == 12 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
