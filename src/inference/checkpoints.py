@@ -27,7 +27,7 @@ class Member:
     weight: float = 1.0
     tta: str = "none"
     name: str = ""
-    roi_size: tuple[int, ...] | None = None  # the window its training run validated with (None: unknown)
+    roi_size: int | list[int] | None = None  # the window its training run validated with, as recorded (None: unknown)
 
 
 def _read(path: Path) -> dict:
@@ -56,20 +56,7 @@ def load_member_3d(path: str | Path, weight: float = 1.0, tta: str = "none", dev
         raise UserError(f"{path}: not a 3-D DynUNet checkpoint (give it in checkpoints=, not checkpoints_3d=)")
     net = build_net_3d(ckpt["hyper_parameters"]["net"])
     net.load_state_dict(_net_state(ckpt))
-    return Member(net.eval().to(device), 1, float(weight), tta, str(path), training_roi(ckpt["hyper_parameters"], 3))
-
-
-def training_roi(hparams: dict, dims: int = 2) -> tuple[int, ...] | None:
-    """The sliding-window roi a checkpoint's training run validated with (``val_window.roi_size``), or None."""
-    from monai.utils import ensure_tuple_rep
-
-    roi = (hparams.get("val_window") or {}).get("roi_size")
-    if roi is None:
-        return None
-    try:
-        return tuple(int(r) for r in ensure_tuple_rep(roi, dims))
-    except (ValueError, TypeError):
-        return None
+    return Member(net.eval().to(device), 1, float(weight), tta, str(path))
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -84,7 +71,7 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net_cfg = {**ckpt["hyper_parameters"]["net"], "encoder_weights": None}
     net = build_net(net_cfg)
     net.load_state_dict(_net_state(ckpt))
-    return net.eval().to(device), {**net_cfg, "roi_size": training_roi(ckpt["hyper_parameters"])}
+    return net.eval().to(device), {**net_cfg, "roi_size": (ckpt["hyper_parameters"].get("val_window") or {}).get("roi_size")}
 
 
 def load_member(path: str | Path, weight: float = 1.0, tta: str = "none", device="cpu") -> Member:

@@ -66,13 +66,16 @@ def window_of(roi_size, member: Member) -> tuple[int, int]:
     window the member's training run validated with, so prediction sees what validation saw."""
     from monai.utils import ensure_tuple_rep
 
-    roi = roi_size if roi_size is not None else (member.roi_size or DEFAULT_ROI)
+    if roi_size is not None:
+        roi, what = roi_size, "engine.roi_size"
+    else:
+        roi, what = member.roi_size or DEFAULT_ROI, f"{member.name}: the recorded val_window.roi_size"
     try:
         out = tuple(int(r) for r in ensure_tuple_rep(roi, 2))
     except (ValueError, TypeError):
-        raise UserError(f"engine.roi_size must be an int or a list of 2 ints, got {roi!r}") from None
+        raise UserError(f"{what} must be an int or a list of 2 ints, got {roi!r}") from None
     if min(out) < 1:
-        raise UserError(f"engine.roi_size must be positive, got {roi!r}")
+        raise UserError(f"{what} must be positive, got {roi!r}")
     return out  # type: ignore[return-value]
 
 
@@ -104,7 +107,6 @@ class InferenceEngine:
         for m in self.members:
             m.net.to(self._device).eval()
         self.rois = [window_of(self.roi_size, m) for m in self.members]
-        self.roi = max(self.rois)
         self.total_weight = float(sum(m.weight for m in self.members))
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
