@@ -54,7 +54,7 @@ def candidates(cfg, score) -> list[dict]:
     return rows
 
 
-def sweep(rows: list[dict], score, truth, chunk: int, min_size: int, work: Path) -> None:
+def sweep(rows: list[dict], score, truth, chunk: int, min_size: int, mask_path: Path) -> None:
     """Fill each row's ``surface_dice``, ``dice`` and ``fraction`` (of voxels predicted)."""
     from src.inference.postprocess import postprocess_volume, threshold_chunk
     from src.metrics.surface_dice import SurfaceDiceAccumulator
@@ -67,7 +67,7 @@ def sweep(rows: list[dict], score, truth, chunk: int, min_size: int, work: Path)
         masks = None
         if min_size > 0:  # each candidate's mask after component removal, then scored like the others
             r = group[0]
-            out = np.lib.format.open_memmap(work / "calibrate_mask.npy", mode="w+", dtype=np.uint8, shape=volume.shape)
+            out = np.lib.format.open_memmap(mask_path, mode="w+", dtype=np.uint8, shape=volume.shape)
             masks, _ = postprocess_volume(volume, "fixed", r["threshold"], 0.0, min_size, out=out, value_range=score.value_range)
         accs = [SurfaceDiceAccumulator() for _ in group]
         inter = np.zeros(len(group)); pred_sum = np.zeros(len(group)); true_sum = 0
@@ -99,7 +99,8 @@ def calibrate(cfg: DictConfig) -> dict:
 
     from src.data.registry import Registry
     from src.data.volumes import VolumeStore
-    from src.inference.decision import build_engines, check_postprocess, kidney_probabilities, score_of
+    from src.inference.decision import check_postprocess
+    from src.inference.predictor import KidneyPredictor
 
     _, _, min_size = check_postprocess(cfg.get("postprocess"))
     registry = Registry.load()
@@ -110,21 +111,23 @@ def calibrate(cfg: DictConfig) -> dict:
     image, truth = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress).open_pair(
         group.images_dir(data), group.labels_dir(data), group.images_follow_labels)
     run_dir = Path(cfg.paths.output_dir)
-    work = run_dir / "probabilities"
-    work.mkdir(parents=True, exist_ok=True)
     if cfg.probabilities:
         prob = _load(cfg.probabilities, image.shape, "probabilities")
         prob_3d = _load(cfg.probabilities_3d, image.shape, "probabilities_3d") if cfg.probabilities_3d else None
+        predictor = KidneyPredictor(None, None, run_dir / "probabilities", cfg.threshold, cfg.blend, cfg.get("postprocess"),
+                                    cfg.get("resolution"), registry)
     else:
         if not cfg.checkpoints:
             raise UserError("nothing to calibrate: pass checkpoints=[...] (and checkpoints_3d=[...]) or probabilities=<file.npy>")
-        engine, engine_3d = build_engines(cfg)
-        prob, prob_3d = kidney_probabilities(engine, engine_3d, image, group.name, work, cfg.get("resolution"), registry)
-        print(f"probabilities of {group.name} kept in {work} (rerun with probabilities={work / (group.name + '.npy')})")
-    score = score_of(prob, prob_3d, cfg.threshold, cfg.blend)
-    score.stored(image.shape, work / f"{group.name}_score.npy")
+        predictor = KidneyPredictor.from_config(cfg)
+        prob, prob_3d = predictor.probabilities(image, group.name)
+        print(f"probabilities of {group.name} kept in {predictor.work} (rerun with probabilities={predictor.path(group.name)})")
+    work = predictor.work
+    work.mkdir(parents=True, exist_ok=True)
+    score = predictor.score(image, group.name, probabilities=(prob, prob_3d))
+    predictor.stored_score(image, group.name)
     rows = candidates(cfg, score)
-    sweep(rows, score, truth, int(cfg.chunk), min_size, work)
+    sweep(rows, score, truth, int(cfg.chunk), min_size, predictor.path(group.name, "_mask"))
     finite = [r for r in rows if r["surface_dice"] == r["surface_dice"]]
     if not finite:
         raise UserError(f"{group.name}: every candidate scored NaN (no vessels predicted nor labelled)")

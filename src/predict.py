@@ -9,6 +9,10 @@ thresholded slice by slice into RLE rows (with 3-D checkpoints, ``checkpoints_3d
 probabilities are blended in as the 4th place submitted: see ``src/inference/blend.py``); the rows follow ``sample_submission.csv`` (every id present,
 ``1 0`` for an empty slice). Works with the public download's 3 slices per kidney.
 
+``estimate=true`` predicts nothing: it times a few batches per model and view on the present device(s)
+and prints the estimated time for every test kidney, to check an ensemble against Kaggle's 9 hours
+(``estimate_budget_h``).
+
 Beyond the submitted recipe, all off by default (README "Robustness levers"):
 ``resolution.rescale=true`` predicts each kidney at the training voxel size and rescales the
 probabilities back (:mod:`src.inference.resolution`); ``postprocess.threshold_mode=top_fraction``
@@ -44,16 +48,46 @@ def test_volumes(test_dir: Path) -> dict[str, Path]:
     return found
 
 
+def test_shapes(folders: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
+    """kidney -> (slices, height, width) from the file list and one slice header (nothing decoded)."""
+    from src.data.volumes import list_slices, slice_shape
+
+    out = {}
+    for kidney, folder in folders.items():
+        files = list_slices(folder)
+        out[kidney] = (len(files), *slice_shape(files[0]))
+    return out
+
+
+def estimate(cfg: DictConfig) -> float:
+    """Print the estimated time of the configured 2-D ensemble on every test kidney; returns seconds."""
+    from src.inference.predictor import KidneyPredictor
+
+    predictor = KidneyPredictor.from_config(cfg)
+    engine = predictor.engine
+    shapes = test_shapes(test_volumes(Path(cfg.test_dir)))
+    devices = ", ".join(str(r.device) for r in engine.replicas)
+    print(f"estimate: {len(engine.members)} model(s), views {'/'.join(engine.views)}, tta {'/'.join(m.tta for m in engine.members)}, "
+          f"windows {'/'.join('x'.join(map(str, r)) for r in engine.rois)}, on {devices}")
+    print(f"  {'kidney':<12}{'view':<6}{'slices':>8}{'slice':>12}{'ms/slice':>10}{'minutes':>10}")
+    total = 0.0
+    for row in predictor.estimate(shapes, repeats=int(cfg.get("estimate_repeats", 2))):
+        total += row["seconds"]
+        print(f"  {row['volume']:<12}{row['view']:<6}{row['slices']:>8}{'x'.join(map(str, row['slice_shape'])):>12}"
+              f"{1000 * row['s_per_slice']:>10.1f}{row['seconds'] / 60:>10.1f}")
+    budget = float(cfg.get("estimate_budget_h", 9.0)) * 3600
+    print(f"  2-D total {total / 3600:.2f} h of a {budget / 3600:g} h budget ({100 * total / budget:.0f} %)"
+          + ("; 3-D models are not included" if predictor.engine_3d is not None else ""))
+    return total
+
+
 def predict(cfg: DictConfig) -> Path:
     """Run the configured ensemble on the test kidneys; returns the submission path."""
-    from src.data.registry import Registry
     from src.data.volumes import VolumeStore
-    from src.inference.decision import build_engines, check_postprocess, kidney_probabilities, mask_of, score_of
-    from src.inference.submission import check_against_volumes, read_sample_submission, submission_rows, write_submission
+    from src.inference.predictor import KidneyPredictor
+    from src.inference.submission import check_against_volumes, read_sample_submission, write_submission
 
-    engine, engine_3d = build_engines(cfg)
-    check_postprocess(cfg.get("postprocess"))
-    registry = Registry.load()
+    predictor = KidneyPredictor.from_config(cfg)
     store = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress)
     folders = test_volumes(Path(cfg.test_dir))
     volumes = {k: store.open(f) for k, f in folders.items()}
@@ -66,26 +100,19 @@ def predict(cfg: DictConfig) -> Path:
     else:
         order = [f"{k}_{n:04d}" for k, r in slices.items() for n in r]
         per_kidney = {k: set(r) for k, r in slices.items()}
-    run_dir = Path(cfg.paths.output_dir)
     rles: dict[str, str] = {}
     for kidney, volume in volumes.items():
         if kidney not in per_kidney:
             log.info("%s is not in the sample submission, skipped", kidney)
             continue
-        work = run_dir / "probabilities"
-        prob, prob_3d = kidney_probabilities(engine, engine_3d, volume, kidney, work, cfg.get("resolution"), registry)
-        score = score_of(prob, prob_3d, cfg.threshold, cfg.blend)
-        decide = mask_of(score, volume.shape, cfg.get("postprocess"), work, kidney)
-        rles.update(submission_rows(kidney, volume.first, len(volume), decide, per_kidney[kidney]))
+        rles.update(predictor.rows(volume, kidney, per_kidney[kidney]))
         log.info("%s: %d slices predicted", kidney, len(volume))
-        del prob, prob_3d, score, decide
         if not cfg.keep_probabilities:  # free the disk before the next kidney (a real one takes GBs)
-            for path in work.glob(f"{kidney}*.npy"):
-                path.unlink()
+            predictor.forget(kidney)
     out = Path(cfg.output)
     write_submission(rles, order, out)
     if not cfg.keep_probabilities:
-        shutil.rmtree(run_dir / "probabilities", ignore_errors=True)
+        shutil.rmtree(predictor.work, ignore_errors=True)
     print(f"wrote {len(order)} rows to {out}")
     return out
 
@@ -93,7 +120,10 @@ def predict(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="predict")
 @cli_main  # a user mistake (even wrapped by Hydra or OmegaConf) becomes one line and exit status 2
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    if cfg.get("estimate"):
+        estimate(cfg)
+    else:
+        predict(cfg)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--sw_batch_size", type=int, default=8)
     p.add_argument("--slices_per_batch", type=int, default=4)
     p.add_argument("--device", default="auto")
+    p.add_argument("--devices", default="auto",
+                   help="auto: every visible GPU (else --device); or comma-separated GPU ids, e.g. 0,1")
     p.add_argument("--split", default="external", choices=("external", "train"),
                    help="external: label the external kidney(s); train: pseudo_labels of the train kidneys")
     p.add_argument("--volumes", nargs="+", default=None, help="groups of the registry (default: every one of --split present)")
@@ -81,6 +83,16 @@ def ensemble(args) -> list:
     return members
 
 
+def device_list(text: str):
+    """``--devices``: ``auto`` or comma-separated GPU ids (``0,1``) for the engine."""
+    if text == "auto":
+        return "auto"
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--devices takes auto or comma-separated GPU ids, got {text!r}") from None
+
+
 @cli_main
 def main(argv=None) -> dict:
     args = parse_args(argv)
@@ -103,7 +115,8 @@ def main(argv=None) -> dict:
     for m in members:
         print(f"model {m.name} weight {m.weight} tta {m.tta} in_channels {m.in_channels}")
     engine = InferenceEngine(members, roi_size=args.roi, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-                             slices_per_batch=args.slices_per_batch, views=args.views, device=args.device, progress=not args.quiet)
+                             slices_per_batch=args.slices_per_batch, views=args.views, device=args.device, progress=not args.quiet,
+                             devices=device_list(args.devices))
     store = VolumeStore(args.cache_dir, progress=not args.quiet)
     written = {}
     for group in present:

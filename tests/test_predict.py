@@ -145,3 +145,41 @@ def test_levers_change_the_prediction_as_documented(tmp_path, tiny_phantom, chec
 def test_bad_postprocess_mode_is_a_clear_error(tmp_path, tiny_phantom, checkpoint):
     with pytest.raises(UserError, match="threshold_mode must be one of fixed, top_fraction"):
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "postprocess.threshold_mode=best"))
+
+
+def test_estimate_times_every_kidney_and_view_and_predicts_nothing(tmp_path, tiny_phantom, checkpoint, capsys):
+    from src.predict import estimate
+
+    seconds = estimate(cfg_for(tmp_path, tiny_phantom, checkpoint, "estimate=true", "estimate_repeats=1"))
+    out = capsys.readouterr().out
+    assert seconds > 0 and "h budget" in out
+    for kidney in ("kidney_5", "kidney_6"):
+        for view in ("z", "xz", "zy"):
+            assert any(line.split()[:2] == [kidney, view] for line in out.splitlines())
+    assert not (tmp_path / "submission.csv").exists()
+
+
+def test_estimate_counts_every_window_of_every_slice():
+    """A network that sleeps 2 ms per window: the estimate is at least windows x 2 ms per slice."""
+    import torch
+
+    from src.inference.checkpoints import Member
+    from src.inference.engine import InferenceEngine
+
+    class Sleeper(torch.nn.Module):
+        def forward(self, x):
+            import time
+
+            time.sleep(0.002 * x.shape[0])
+            return x[:, :1]
+
+    engine = InferenceEngine([Member(Sleeper(), 3, tta="flip")], roi_size=32, sw_batch_size=4, progress=False, views=("z",))
+    (row,) = engine.estimate({"k": (10, 64, 64)}, repeats=1)
+    windows = 9 * 3  # 3 x 3 windows of 32 at overlap 0.25 on 64 x 64, three flips
+    assert row["slices"] == 10 and row["s_per_slice"] >= windows * 0.002 and row["seconds"] == pytest.approx(10 * row["s_per_slice"])
+
+
+def test_pipelined_engine_writes_the_synchronous_submission(tmp_path, tiny_phantom, checkpoint):
+    serial = pd.read_csv(predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, "engine.pipeline=false", "tta=flip")))
+    piped = pd.read_csv(predict(cfg_for(tmp_path / "b", tiny_phantom, checkpoint, "engine.prefetch=2", "tta=flip")))
+    pd.testing.assert_frame_equal(serial, piped)

@@ -84,12 +84,12 @@ STYLES: dict[str, PhantomStyle] = {
         ),
         PhantomStyle(
             "B",
-            "fainter vessels in coarser, blobbier tissue; low dose, a blurrier PSF, strong shading and rings",
-            tissue_level=0.34, cortex_boost=0.28, tissue_shading=0.18,
-            texture_std_scale=1.9, texture_sigma_scale=1.6, blob_density_scale=6.0,
-            vessel_contrast=0.30, vessel_half_radius_mm=0.15,
+            "another scanner and sample: coarser, blobbier tissue, a denser cortex, a blurrier PSF, lower dose, "
+            "wider exposure and calibration spread, strong shading and rings",
+            tissue_level=0.34, cortex_boost=0.30, tissue_shading=0.18,
+            texture_sigma_scale=1.4, blob_density_scale=5.0,
             gain_range=(0.75, 1.25), offset_range=(-0.05, 0.05), shading_amplitude=0.2,
-            psf_voxels=0.9, dose=150.0, read_noise=0.04, ring_amplitude=0.04, ring_count=8,
+            psf_voxels=0.8, dose=300.0, read_noise=0.035, ring_amplitude=0.03, ring_count=8,
         ),
         PhantomStyle(
             "dark",

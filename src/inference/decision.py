@@ -1,15 +1,12 @@
-"""From a configured ensemble to a kidney's mask: shared by ``src.predict`` and ``src.calibrate``.
+"""The pieces :class:`src.inference.predictor.KidneyPredictor` is built from.
 
 :func:`build_engines` turns the ``predict`` config's checkpoints into the 2-D engine (and the 3-D one);
-:func:`kidney_probabilities` predicts a volume with them (at the training voxel size when
-``resolution.rescale``); :func:`score_of` gives the per-slice quantity a threshold decides on (the
-2-D probability, or the blend's score with 3-D models); :func:`mask_of` applies the ``postprocess``
-settings (fixed or top-fraction threshold, small-component removal) and returns a per-slice mask function.
+:func:`score_of` gives the per-slice quantity a threshold decides on (the 2-D probability, or the
+blend's score with 3-D models); :func:`check_postprocess` validates the ``postprocess`` settings.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,14 +14,9 @@ from typing import Callable
 import numpy as np
 from omegaconf import ListConfig
 
-from src.data.registry import Registry
-from src.data.volumes import Volume
 from src.inference.blend import SCORE_RANGE, blend_score_slice
-from src.inference.postprocess import THRESHOLD_MODES, postprocess_volume
-from src.inference.resolution import predict_at, rescale_factor
+from src.inference.postprocess import THRESHOLD_MODES
 from src.utils.errors import UserError
-
-log = logging.getLogger(__name__)
 
 
 def per_checkpoint(value, n: int, what: str, default) -> list:
@@ -53,7 +45,9 @@ def build_engines(cfg):
     members = [load_member(c, float(w), str(t), device) for c, w, t in zip(checkpoints, weights, ttas)]
     engine = InferenceEngine(members, roi_size=e.roi_size, overlap=e.overlap, mode=e.mode, padding_mode=e.padding_mode,
                              sw_batch_size=e.sw_batch_size, slices_per_batch=e.slices_per_batch, views=list(e.views),
-                             device=device, amp=e.amp, progress=cfg.progress)
+                             device=device, amp=e.amp, progress=cfg.progress, devices=e.get("devices"),
+                             pipeline=e.get("pipeline", True), prefetch=e.get("prefetch", 1), compile=e.get("compile", False),
+                             channels_last=e.get("channels_last", True))
     checkpoints_3d = list(cfg.get("checkpoints_3d") or [])
     if not checkpoints_3d:
         return engine, None
@@ -64,15 +58,6 @@ def build_engines(cfg):
                          roi_size=e3.roi_size, overlap=e3.overlap, mode=e3.mode, sw_batch_size=e3.sw_batch_size,
                          slab=e3.slab, device=device, amp=e.amp, progress=cfg.progress)
     return engine, engine_3d
-
-
-def kidney_probabilities(engine, engine_3d, volume: Volume, kidney: str, work: Path, resolution, registry: Registry):
-    """(2-D probabilities, 3-D probabilities or None) of ``volume`` as float16 memory maps in ``work``."""
-    factor = rescale_factor(kidney, resolution or {}, registry)
-    chunk = int((resolution or {}).get("chunk", 16))
-    prob = predict_at(engine, volume, factor, work / f"{kidney}.npy", kidney, chunk)
-    prob_3d = None if engine_3d is None else predict_at(engine_3d, volume, factor, work / f"{kidney}_3d.npy", kidney, chunk)
-    return prob, prob_3d
 
 
 @dataclass
@@ -112,16 +97,3 @@ def check_postprocess(post) -> tuple[str, float, int]:
     fraction = float(post.get("top_fraction", 0.002))
     min_size = int(post.get("min_component_size", 0) or 0)
     return mode, fraction, min_size
-
-
-def mask_of(score: Score, shape, post, work: Path, name: str, threshold: float | None = None) -> Callable[[int], np.ndarray]:
-    """Per-slice boolean mask after ``postprocess`` (``threshold`` replaces the score's default)."""
-    mode, fraction, min_size = check_postprocess(post)
-    t = score.threshold if threshold is None else float(threshold)
-    if mode == "fixed" and min_size <= 0:
-        return lambda z: score.slice(z) > t
-    volume = score.stored(shape, work / f"{name}_score.npy")
-    mask = np.lib.format.open_memmap(work / f"{name}_mask.npy", mode="w+", dtype=np.uint8, shape=tuple(shape))
-    mask, used = postprocess_volume(volume, mode, t, fraction, min_size, out=mask, value_range=score.value_range)
-    log.info("%s: threshold %.4g (%s)%s", name, used, mode, f", components under {min_size} voxels removed" if min_size > 0 else "")
-    return lambda z: np.asarray(mask[z]) > 0

@@ -14,7 +14,12 @@ larger than RAM works: resident memory is a few blocks whatever the volume's siz
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
+import time
+from contextlib import nullcontext
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,9 +32,9 @@ from monai.inferers import sliding_window_inference
 from src.data.registry import VIEW_AXES
 from src.data.volumes import Volume, read_view_block, release_pages
 from src.inference.checkpoints import Member
-from src.inference.tta import with_tta
+from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
-from src.utils.progress import track
+from src.utils.progress import progress_bar
 
 VIEWS = ("z", "xz", "zy")
 
@@ -79,9 +84,91 @@ def window_of(roi_size, member: Member) -> tuple[int, int]:
     return out  # type: ignore[return-value]
 
 
+def resolve_devices(devices, device: torch.device) -> list[torch.device]:
+    """``engine.devices``: null (the engine's ``device`` alone), ``auto`` (every visible GPU when
+    ``device`` is CUDA, else ``device``), an int N (the first N GPUs) or a list of GPU ids / device names."""
+    from omegaconf import ListConfig
+
+    if devices is None:
+        return [device]
+    count = torch.cuda.device_count()
+    if devices == "auto":  # every GPU when the engine runs on CUDA at all
+        return [torch.device("cuda", i) for i in range(count)] if device.type == "cuda" and count else [device]
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if devices < 1 or devices > count:
+            raise UserError(f"engine.devices={devices}: {count} GPU(s) visible")
+        return [torch.device("cuda", i) for i in range(devices)]
+    if isinstance(devices, (list, tuple, ListConfig)) and devices:
+        out = []
+        for d in devices:
+            dev = torch.device("cuda", d) if isinstance(d, int) else torch.device(str(d))
+            if dev.type == "cuda" and (dev.index or 0) >= count:
+                raise UserError(f"engine.devices: {dev} requested, {count} GPU(s) visible")
+            out.append(dev)
+        return out
+    raise UserError(f"engine.devices must be null, auto, a number of GPUs or a list of ids, got {devices!r}")
+
+
+def padded_window(hw: Sequence[int], roi: tuple[int, int], multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(size to pad the image to, window) for an (h, w) image: a side at least the roi keeps it; a
+    thinner side (an xz slice of a thin volume) is padded only to the next multiple of ``multiple``
+    (the network's down-sampling factor) and windowed at that size, not at the full roi."""
+    pad, win = [], []
+    for d, r in zip(hw, roi):
+        target = d if d >= r else min(r, -(-d // multiple) * multiple)
+        pad.append(target)
+        win.append(min(r, target))
+    return (pad[0], pad[1]), (win[0], win[1])
+
+
+@dataclass
+class _Replica:
+    """The ensemble's networks on one device."""
+
+    device: torch.device
+    nets: list[torch.nn.Module]
+
+
+class _Stop(Exception):
+    """Another stage of the pipeline failed: this one stops quietly."""
+
+
+def _put(q: queue.Queue, item, failed: threading.Event) -> None:
+    while True:
+        if failed.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, failed: threading.Event):
+    while True:
+        if failed.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+_END = object()
+
+
 @dataclass
 class InferenceEngine:
-    """Sliding-window 2.5-D inference of a weighted ensemble over one or more views of a volume."""
+    """Sliding-window 2.5-D inference of a weighted ensemble over one or more views of a volume.
+
+    Per device, a view is predicted by three stages joined by bounded queues (``pipeline``): a reader
+    thread copies uint16 blocks of slices out of the memory map (into pinned memory on CUDA), the
+    device normalises them, stacks each slice's neighbours, runs every window of several slices and of
+    every flip of the test-time augmentation in shared forwards, and a writer thread copies the
+    probabilities back and hands them to ``write``. With several ``devices`` each runs its own three
+    stages on blocks taken from one shared work queue. ``pipeline=false`` runs the same stages one
+    after the other on one thread (the results are identical).
+    """
 
     members: Sequence[Member]
     roi_size: int | tuple[int, int] | None = None  # None: each member's training window (512 if unknown)
@@ -95,6 +182,12 @@ class InferenceEngine:
     amp: bool = True
     progress: bool = True
     block_bytes: int = 256 * 2**20  # float32 slices read and predicted per block
+    devices: object = None  # None: ``device`` alone; "auto", N or a list: see resolve_devices
+    pipeline: bool = True  # reader and writer threads beside the device's work
+    prefetch: int = 1  # blocks read ahead of (and written behind) the device, per device
+    compile: bool = False  # torch.compile each network (fixed window shapes)
+    channels_last: bool = True  # on CUDA
+    pad_multiple: int = 32  # the networks' down-sampling factor: thin sides are padded to a multiple of it
     _device: torch.device = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -103,38 +196,90 @@ class InferenceEngine:
         unknown = [v for v in self.views if v not in VIEWS]
         if unknown:
             raise UserError(f"unknown view(s) {unknown}; choose from {', '.join(VIEWS)}")
-        self._device = resolve_device(self.device)
         for m in self.members:
-            m.net.to(self._device).eval()
+            tta_views(m.tta)  # an unknown mode fails here, before any work
+        self._device = resolve_device(self.device)
+        self._devices = resolve_devices(self.devices, self._device)
+        self._device = self._devices[0]
+        self.replicas = [self._replica(d, copy=i > 0) for i, d in enumerate(self._devices)]
         self.rois = [window_of(self.roi_size, m) for m in self.members]
         self.total_weight = float(sum(m.weight for m in self.members))
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
+        self._weight_maps: dict = {}
+        self.timings = {"read": 0.0, "device": 0.0, "write": 0.0}  # seconds spent in each stage, summed
+        self._timing_lock = threading.Lock()
+
+    def _timed(self, stage: str, func: Callable) -> Callable:
+        def timed(*args):
+            t0 = time.perf_counter()
+            try:
+                return func(*args)
+            finally:
+                with self._timing_lock:
+                    self.timings[stage] += time.perf_counter() - t0
+        return timed
+
+    def _replica(self, device: torch.device, copy: bool) -> _Replica:
+        nets = []
+        for m in self.members:
+            net = (deepcopy(m.net) if copy else m.net).to(device).eval()
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True  # the window shapes are fixed
+                if self.channels_last:
+                    net = net.to(memory_format=torch.channels_last)
+            if self.compile:
+                net = torch.compile(net)
+            nets.append(net)
+        return _Replica(device, nets)
 
     # ------------------------------------------------------------------ one batch of slices
+    def _weight_map(self, roi: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+        if self.mode != "gaussian":
+            return None
+        key = (roi, str(device))
+        if key not in self._weight_maps:
+            from monai.data.utils import compute_importance_map
+
+            self._weight_maps[key] = compute_importance_map(roi, mode=self.mode, device=device)
+        return self._weight_maps[key]
+
     def _sliding_window(self, net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int]) -> torch.Tensor:
-        x, (top, bottom, left, right) = reflect_pad_to(x, roi)
+        h, w = x.shape[-2:]
+        pad_to, window = padded_window((h, w), roi, self.pad_multiple)
+        x, (top, bottom, left, right) = reflect_pad_to(x, pad_to)
+        if x.device.type == "cuda" and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = sliding_window_inference(
-            x, roi_size=roi, sw_batch_size=self.sw_batch_size, predictor=net, overlap=self.overlap,
-            mode=self.mode, padding_mode=self.padding_mode, progress=False,
+            x, roi_size=window, sw_batch_size=self.sw_batch_size, predictor=net, overlap=self.overlap,
+            mode=self.mode, padding_mode=self.padding_mode, progress=False, roi_weight_map=self._weight_map(window, x.device),
         )
         return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
 
-    @torch.no_grad()
-    def logits(self, stacks: dict[int, torch.Tensor]) -> torch.Tensor:
-        """Weighted mean of the members' logits for (B, C, H, W) stacks keyed by channel count."""
+    def _logits(self, replica: _Replica, stacks: dict[int, torch.Tensor]) -> torch.Tensor:
         total = None
-        autocast = self.amp and self._device.type == "cuda"
-        for m, roi in zip(self.members, self.rois):
-            x = stacks[m.in_channels].to(self._device, non_blocking=True)
-            with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
-                y = with_tta(lambda t, net=m.net, roi=roi: self._sliding_window(net, t, roi), x, m.tta).float()
+        autocast = self.amp and replica.device.type == "cuda"
+        for m, net, roi in zip(self.members, replica.nets, self.rois):
+            x = stacks[m.in_channels].to(replica.device, non_blocking=True)
+            with torch.autocast(device_type=replica.device.type, dtype=torch.float16, enabled=autocast):
+                y = with_tta(lambda t, net=net, roi=roi: self._sliding_window(net, t, roi), x, m.tta).float()
             total = m.weight * y if total is None else total + m.weight * y
         return total / self.total_weight
+
+    @torch.inference_mode()
+    def logits(self, stacks: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Weighted mean of the members' logits for (B, C, H, W) stacks keyed by channel count."""
+        return self._logits(self.replicas[0], stacks)
 
     # ------------------------------------------------------------------ a view of a volume
     def view_shape(self, volume: Volume, view: str) -> tuple[int, int, int]:
         return tuple(volume.shape[a] for a in VIEW_AXES[view])  # type: ignore[return-value]
+
+    def blocks_of(self, volume: Volume, view: str, start: int = 0) -> list[tuple[int, int]]:
+        """The (b0, b1) slice blocks of ``view`` from ``start`` on, about ``block_bytes`` of float32 each."""
+        n, height, width = self.view_shape(volume, view)
+        block = max(1, self.block_bytes // (height * width * 4) // self.slices_per_batch) * self.slices_per_batch
+        return [(b0, min(n, b0 + block)) for b0 in range(start, n, block)]
 
     def predict_view(self, volume: Volume, view: str, write: Callable[[int, int, np.ndarray], None], start: int = 0,
                      name: str = "") -> None:
@@ -143,34 +288,186 @@ class InferenceEngine:
         The volume is read a block of slices at a time (about ``block_bytes`` of float32, read once
         and transposed into contiguous memory: a strided view of a large memory map is read in few
         passes), predicted ``slices_per_batch`` at a time, and handed to ``write(b0, b1, probs)`` as
-        float32 probabilities of slices b0..b1-1, so the caller writes contiguous blocks.
+        float32 probabilities of slices b0..b1-1. With one device blocks arrive in order; with
+        several, each block arrives once, in about that order (``write`` must accept that).
         """
+        blocks = self.blocks_of(volume, view, start)
+        todo: queue.Queue = queue.Queue()
+        for b in blocks:
+            todo.put(b)
+        failed = threading.Event()
+        errors: list[BaseException] = []
+        n = self.view_shape(volume, view)[0]
+        with progress_bar(n - start, f"{name} {view}".strip(), self.progress) as advance:
+            jobs = [lambda rep=rep: self._run_device(rep, volume, view, todo, write, advance, failed, errors)
+                    for rep in self.replicas]
+            if len(jobs) == 1:
+                jobs[0]()
+            else:
+                threads = [threading.Thread(target=job, name=f"engine-{rep.device}", daemon=True)
+                           for job, rep in zip(jobs, self.replicas)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        if errors:
+            raise errors[0]
+
+    def _run_device(self, rep: _Replica, volume: Volume, view: str, todo: queue.Queue, write, advance,
+                    failed: threading.Event, errors: list) -> None:
+        """Read, predict and write blocks from ``todo`` on one device until it is empty."""
         order = VIEW_AXES[view]
-        n, height, width = self.view_shape(volume, view)
+        n = self.view_shape(volume, view)[0]
+        r = max(m.in_channels for m in self.members) // 2
+        cuda = rep.device.type == "cuda"
+
+        def blocks():
+            while not failed.is_set():
+                try:
+                    yield todo.get_nowait()
+                except queue.Empty:
+                    return
+
+        def read(b0: int, b1: int):
+            lo, hi = max(0, b0 - r), min(n, b1 + r)
+            raw = torch.from_numpy(read_view_block(volume.data, order, lo, hi))
+            return b0, b1, lo, raw.pin_memory() if cuda else raw
+
+        def compute(b0: int, b1: int, lo: int, raw: torch.Tensor):
+            out = self._predict_block(rep, volume, raw, lo, b0, b1, n, advance)
+            if not cuda:
+                return b0, b1, out, None
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return b0, b1, host, done
+
+        def store(b0: int, b1: int, host: torch.Tensor, done) -> None:
+            if done is not None:
+                done.synchronize()
+            write(b0, b1, host.numpy())
+
+        read, compute, store = self._timed("read", read), self._timed("device", compute), self._timed("write", store)
+        try:
+            with torch.cuda.device(rep.device) if cuda else nullcontext():
+                if not self.pipeline:
+                    for b0, b1 in blocks():
+                        store(*compute(*read(b0, b1)))
+                else:
+                    self._pipelined(blocks(), read, compute, store, failed)
+        except _Stop:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            failed.set()
+            errors.append(err)
+
+    def _pipelined(self, blocks, read, compute, store, failed: threading.Event) -> None:
+        """``store(compute(read(b)))`` for every block, reading ahead and writing behind in threads."""
+        inbox: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        outbox: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        problems: list[BaseException] = []
+
+        def reader():
+            try:
+                for b in blocks:
+                    _put(inbox, read(*b), failed)
+                _put(inbox, _END, failed)
+            except _Stop:
+                pass
+            except BaseException as err:  # noqa: BLE001
+                problems.append(err)
+                failed.set()
+
+        def writer():
+            try:
+                while (item := _get(outbox, failed)) is not _END:
+                    store(*item)
+            except _Stop:
+                pass
+            except BaseException as err:  # noqa: BLE001
+                problems.append(err)
+                failed.set()
+
+        threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while (item := _get(inbox, failed)) is not _END:
+                _put(outbox, compute(*item), failed)
+        except _Stop:
+            pass
+        except BaseException as err:  # noqa: BLE001
+            problems.append(err)
+        finally:
+            # blocks already predicted are still written before the error surfaces
+            while True:
+                try:
+                    outbox.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    if not threads[1].is_alive():
+                        break
+            threads[1].join()
+            if problems:
+                failed.set()
+            threads[0].join()
+        if problems:
+            raise problems[0]
+
+    @torch.inference_mode()
+    def _predict_block(self, rep: _Replica, volume: Volume, raw: torch.Tensor, lo: int, b0: int, b1: int, n: int,
+                       advance: Callable[[int], None]) -> torch.Tensor:
+        """Probabilities (float32, on the device) of slices b0..b1-1 from the raw slices lo.. of the view."""
+        if volume.stats is None:
+            raise ValueError(f"{volume.folder}: no normalisation statistics (label volume?)")
+        low, high = volume.stats
+        raw = raw.to(rep.device, non_blocking=True)
+        padded = torch.empty((1 + raw.shape[0], *raw.shape[1:]), dtype=torch.float32, device=rep.device)
+        padded[0] = 0  # index 0: the zeros beyond the ends of the view
+        slab = padded[1:]
+        slab.copy_(raw)
+        slab.sub_(low).div_(max(high - low, 1e-6)).clamp_(0.0, 1.0)  # Volume.normalise, on the device
+        out = torch.empty((b1 - b0, *raw.shape[1:]), dtype=torch.float32, device=rep.device)
         channels = sorted({m.in_channels for m in self.members})
-        r = max(channels) // 2
-        per_slice = height * width * 4
-        block = max(1, self.block_bytes // per_slice // self.slices_per_batch) * self.slices_per_batch
-        blocks = [(b0, min(n, b0 + block)) for b0 in range(start, n, block)]
-        batches = [(b0, b1, i0, min(b1, i0 + self.slices_per_batch)) for b0, b1 in blocks for i0 in range(b0, b1, self.slices_per_batch)]
-        slab = out = None
-        for b0, b1, i0, i1 in track(batches, len(batches), f"{name} {view}".strip(), self.progress):
-            if i0 == b0:  # a new block: read it with its neighbour margins
-                lo, hi = max(0, b0 - r), min(n, b1 + r)
-                slab = volume.normalise(read_view_block(volume.data, order, lo, hi))
-                out = np.empty((b1 - b0, height, width), dtype=np.float32)
+        for i0 in range(b0, b1, self.slices_per_batch):
+            i1 = min(b1, i0 + self.slices_per_batch)
             stacks = {}
             for c in channels:
-                rc = c // 2
-                stack = np.zeros((i1 - i0, c, height, width), dtype=np.float32)
-                for k in range(c):
-                    src = np.arange(i0, i1) + k - rc
-                    ok = (src >= 0) & (src < n)
-                    stack[ok, k] = slab[src[ok] - lo]
-                stacks[c] = torch.from_numpy(stack)
-            out[i0 - b0 : i1 - b0] = torch.sigmoid(self.logits(stacks))[:, 0].cpu().numpy()
-            if i1 == b1:
-                write(b0, b1, out)
+                src = torch.arange(i0, i1, device=rep.device)[:, None] + torch.arange(c, device=rep.device)[None] - c // 2
+                index = torch.where((src >= 0) & (src < n), src - lo + 1, torch.zeros_like(src))
+                stacks[c] = padded[index]
+            out[i0 - b0 : i1 - b0] = torch.sigmoid(self._logits(rep, stacks))[:, 0]
+            advance(i1 - i0)
+        return out
+
+    @torch.inference_mode()
+    def estimate(self, shapes: dict[str, tuple[int, int, int]], repeats: int = 2) -> list[dict]:
+        """Seconds to predict volumes of ``shapes`` (name -> (Z, H, W)), from timed batches on this device.
+
+        For each volume and view, ``slices_per_batch`` random slices of the view's shape go through the
+        whole ensemble (windows, test-time augmentation, blending) once to warm up and ``repeats`` times
+        timed; the time per slice times the view's slice count, divided over the devices, is the view's
+        estimate. Reading and writing overlap with the device (``pipeline``) and are not counted.
+        """
+        rep, rows = self.replicas[0], []
+        channels = sorted({m.in_channels for m in self.members})
+        for name, shape in shapes.items():
+            for view in self.views:
+                n, h, w = (shape[a] for a in VIEW_AXES[view])
+                b = min(self.slices_per_batch, n)
+                stacks = {c: torch.rand((b, c, h, w), device=rep.device) for c in channels}
+                self._logits(rep, stacks)  # warm-up (cudnn.benchmark, compile)
+                sync = torch.cuda.synchronize if rep.device.type == "cuda" else (lambda: None)
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    self._logits(rep, stacks)
+                sync()
+                per_slice = (time.perf_counter() - t0) / (repeats * b)
+                rows.append({"volume": name, "view": view, "slices": n, "slice_shape": (h, w),
+                             "s_per_slice": per_slice, "seconds": per_slice * n / len(self.replicas)})
+        return rows
 
     def view_maps(self, volume: Volume, work: Path | None = None, name: str = "", resume: bool = False) -> list[np.ndarray]:
         """One float16 probability map per view, in the view's orientation (``<work>/<view>.npy``
@@ -189,13 +486,22 @@ class InferenceEngine:
                 else:
                     prob, start = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape), 0
 
-            def write(b0, b1, probs, prob=prob, done=done):
+            finished: dict[int, int] = {}  # blocks written beyond the contiguous prefix (several devices)
+            state = {"next": start}
+            lock = threading.Lock()
+
+            def write(b0, b1, probs, prob=prob, done=done, finished=finished, state=state, lock=lock):
                 prob[b0:b1] = probs
-                if done is not None:
+                if done is None:
+                    return
+                with lock:
+                    finished[b0] = b1
+                    while state["next"] in finished:  # the progress file: every slice before it is written
+                        state["next"] = finished.pop(state["next"])
                     prob.flush()
                     release_pages(prob)
                     tmp = done.with_name(done.name + ".tmp")
-                    tmp.write_text(str(b1))
+                    tmp.write_text(str(state["next"]))
                     os.replace(tmp, done)
 
             if start < shape[0]:

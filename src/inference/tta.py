@@ -1,5 +1,7 @@
 """Test-time augmentation for 2-D slices: ``none``, ``flip`` (identity, vertical, horizontal) or ``d4``
-(the 8 rotations and reflections). Each view is undone on the output and the logits are averaged."""
+(the 8 rotations and reflections). Each view is undone on the output and the logits are averaged.
+Views of the same shape go through ``predict`` together, concatenated along the batch, so a sliding
+window fills its batches with windows of every flip at once."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from src.utils.errors import UserError
 TTA_MODES = ("none", "flip", "d4")
 
 
-def _views(mode: str) -> list[tuple[int, bool, bool]]:
+def tta_views(mode: str) -> list[tuple[int, bool, bool]]:
     """(quarter turns, flip rows, flip columns) of each view."""
     if mode == "none":
         return [(0, False, False)]
@@ -44,10 +46,16 @@ def _undo(y: torch.Tensor, k: int, rows: bool, cols: bool) -> torch.Tensor:
 
 
 def with_tta(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Mean of ``predict`` over the views of ``mode``, each mapped back to ``x``'s orientation."""
-    views = _views(mode)
+    """Mean of ``predict`` over the views of ``mode``, each mapped back to ``x``'s orientation; views of
+    one shape (all of them for a square image) are predicted in one call."""
+    views = tta_views(mode)
+    groups: dict[tuple[int, ...], list[tuple[int, bool, bool]]] = {}
+    for v in views:
+        groups.setdefault(tuple(_apply(x[:0], *v).shape), []).append(v)
     total = None
-    for k, rows, cols in views:
-        y = _undo(predict(_apply(x, k, rows, cols)), k, rows, cols)
-        total = y if total is None else total + y
+    for group in groups.values():
+        ys = predict(torch.cat([_apply(x, *v) for v in group]) if len(group) > 1 else _apply(x, *group[0]))
+        for v, y in zip(group, ys.split(x.shape[0])):
+            y = _undo(y, *v)
+            total = y if total is None else total + y
     return total / len(views)

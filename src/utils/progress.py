@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
+
+
+def _columns():
+    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+
+
+@contextmanager
+def progress_bar(total: int, description: str = "", enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar as ``advance(n)``, callable from any thread."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    lock = threading.Lock()
+    with Progress(*_columns(), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int = 1) -> None:
+            with lock:
+                bar.advance(task, n)
+
+        yield advance
 
 
 def track(iterable: Iterable[T], total: int | None = None, description: str = "", enabled: bool = True) -> Iterator[T]:
@@ -14,14 +37,7 @@ def track(iterable: Iterable[T], total: int | None = None, description: str = ""
     if not enabled:
         yield from iterable
         return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*_columns(), transient=False) as bar:
         task = bar.add_task(description, total=total)
         for item in iterable:
             yield item

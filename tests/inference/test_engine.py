@@ -102,3 +102,89 @@ def test_blocks_and_memory_maps_give_the_in_memory_result(volume, tmp_path):
     blocked = engine([Member(net, 3)], block_bytes=1, slices_per_batch=3).predict(volume, out=tmp_path / "p.npy")
     np.testing.assert_array_equal(np.asarray(blocked), in_ram)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy"]  # work files and temporaries are gone
+
+
+# --------------------------------------------------------------------------- pipeline, devices, windows
+from src.inference.engine import padded_window, resolve_devices  # noqa: E402
+from src.inference.tta import with_tta  # noqa: E402
+
+
+@pytest.mark.parametrize("kw", [{"block_bytes": 1, "slices_per_batch": 3}, {"prefetch": 3}, {"devices": ["cpu", "cpu"], "block_bytes": 1}])
+def test_pipelined_and_multi_device_results_equal_the_synchronous_path(volume, tmp_path, kw):
+    """Reader and writer threads, several blocks in flight and two workers change nothing (fp32, bit for bit)."""
+    torch.manual_seed(3)
+    net = torch.nn.Conv2d(3, 1, 3, padding=1)
+    serial = engine([Member(net, 3, tta="flip")], pipeline=False).predict(volume)
+    other = engine([Member(net, 3, tta="flip")], **kw).predict(volume, out=tmp_path / "p.npy")
+    np.testing.assert_array_equal(np.asarray(other), serial)
+
+
+def test_two_workers_share_the_blocks_and_the_progress_file_is_a_contiguous_prefix(volume, tmp_path):
+    seen = []
+
+    class Counting(CentreLogit):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return super().forward(x)
+
+    e = engine([Member(Counting(), 3)], devices=["cpu", "cpu"], block_bytes=1, slices_per_batch=2, views=("z",))
+    assert len(e.replicas) == 2 and e.replicas[1].nets[0] is not e.replicas[0].nets[0]  # a copy per worker
+    written = []
+    e.predict_view(volume, "z", lambda b0, b1, p: written.append((b0, b1)))
+    assert sorted(written) == e.blocks_of(volume, "z") and len(set(written)) == len(written)  # each block once
+    maps = e.view_maps(volume, tmp_path)
+    assert (tmp_path / "z.next").read_text() == str(volume.shape[0])
+    np.testing.assert_allclose(maps[0].astype(np.float32), expected_centre(volume), atol=2e-3)
+
+
+def test_an_error_in_the_network_surfaces_and_earlier_blocks_are_written(volume):
+    calls = []
+
+    class Failing(CentreLogit):
+        def forward(self, x):
+            calls.append(1)
+            if len(calls) > 3:
+                raise RuntimeError("device lost")
+            return super().forward(x)
+
+    written = []
+    e = engine([Member(Failing(), 3)], block_bytes=1, slices_per_batch=2, sw_batch_size=64, views=("z",))
+    with pytest.raises(RuntimeError, match="device lost"):
+        e.predict_view(volume, "z", lambda b0, b1, p: written.append((b0, b1)))
+    assert written == e.blocks_of(volume, "z")[: len(written)] and len(written) >= 2
+
+
+def test_thin_sides_are_padded_to_the_network_multiple_not_the_roi():
+    assert padded_window((48, 1303), (800, 800), 32) == ((64, 1303), (64, 800))
+    assert padded_window((3, 900), (512, 512), 32) == ((32, 900), (32, 512))
+    assert padded_window((900, 1000), (512, 512), 32) == ((900, 1000), (512, 512))
+    assert padded_window((500, 20), (512, 512), 32) == ((512, 32), (512, 32))
+
+
+def test_flip_tta_runs_in_one_forward_and_d4_in_one_per_shape():
+    batches = []
+
+    def predict(t):
+        batches.append(tuple(t.shape))
+        return t[:, :1] * 2
+
+    x = torch.rand(2, 3, 8, 12)
+    y = with_tta(predict, x, "flip")
+    assert batches == [(6, 3, 8, 12)]
+    torch.testing.assert_close(y, x[:, :1] * 2)
+    batches.clear()
+    y = with_tta(predict, x, "d4")
+    assert sorted(batches) == [(8, 3, 8, 12), (8, 3, 12, 8)]
+    torch.testing.assert_close(y, x[:, :1] * 2)
+
+
+def test_device_lists():
+    cpu = torch.device("cpu")
+    assert resolve_devices(None, cpu) == [cpu]
+    if not torch.cuda.is_available():
+        assert resolve_devices("auto", cpu) == [cpu]
+        with pytest.raises(UserError, match="GPU"):
+            resolve_devices(2, cpu)
+    assert resolve_devices(["cpu", "cpu"], cpu) == [cpu, cpu]
+    with pytest.raises(UserError, match="engine.devices"):
+        resolve_devices("many", cpu)
