@@ -25,7 +25,9 @@ INTRO = """\
 Writes `submission.csv` for the competition's hidden test kidneys with this project's
 `python -m src.predict`: the 2.5-D UNet++ models (`MODELS_DIR/2d/*.ckpt`, three views, flip TTA,
 roi 800) blended with the 3-D DynUNet models (`MODELS_DIR/3d/*.ckpt`, d4 TTA, roi 256) as submitted
-(`blend.mode=roi`). Without 3-D checkpoints it predicts with the 2-D models alone.
+(`blend.mode=roi`). Without 3-D checkpoints it predicts with the 2-D models alone. It uses every GPU of
+the session (`engine.devices=auto`: both T4s of `GPU T4 x2`); `PREDICT_OVERRIDES="estimate=true"` prints
+the estimated time of the test set instead of predicting.
 
 Attach (Add data) the competition and the three datasets built by `make kaggle-datasets`:
 `sennet-vessels-code` (this project's source), `sennet-vessels-wheels` (the packages Kaggle's image
@@ -185,6 +187,8 @@ import shutil
 
 import pandas as pd
 
+if "estimate=true" in PREDICT_OVERRIDES.split():
+    raise SystemExit("estimate=true: the estimate is above; no submission was written (remove it from PREDICT_OVERRIDES)")
 submission = pd.read_csv(OUTPUT, keep_default_na=False)
 sample = pd.read_csv(DATA_DIR / "sample_submission.csv")
 print(f"{OUTPUT}: {len(submission)} rows, {int((submission.rle != '1 0').sum())} slices with vessels")
