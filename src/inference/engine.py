@@ -276,9 +276,13 @@ class InferenceEngine:
         return tuple(volume.shape[a] for a in VIEW_AXES[view])  # type: ignore[return-value]
 
     def blocks_of(self, volume: Volume, view: str, start: int = 0) -> list[tuple[int, int]]:
-        """The (b0, b1) slice blocks of ``view`` from ``start`` on, about ``block_bytes`` of float32 each."""
+        """The (b0, b1) slice blocks of ``view`` from ``start`` on, about ``block_bytes`` of float32 each
+        (half that when pipelined)."""
         n, height, width = self.view_shape(volume, view)
-        block = max(1, self.block_bytes // (height * width * 4) // self.slices_per_batch) * self.slices_per_batch
+        # pipelined, about three blocks are alive at once (one read ahead, one predicted, one written):
+        # half-size blocks keep the resident memory where the one-stage-at-a-time engine has it
+        budget = self.block_bytes // 2 if self.pipeline else self.block_bytes
+        block = max(1, budget // (height * width * 4) // self.slices_per_batch) * self.slices_per_batch
         return [(b0, min(n, b0 + block)) for b0 in range(start, n, block)]
 
     def predict_view(self, volume: Volume, view: str, write: Callable[[int, int, np.ndarray], None], start: int = 0,
