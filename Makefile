@@ -25,6 +25,8 @@ test-all: install
 
 bench: install
 	$(PYTHON) -m benchmarks.metric
+	$(PYTHON) -m benchmarks.inference plumbing
+	$(PYTHON) -m benchmarks.inference overlap --device-ms 30
 
 clean-phantom:
 	rm -rf data/phantom
