@@ -244,14 +244,24 @@ class InferenceEngine:
             self._weight_maps[key] = compute_importance_map(roi, mode=self.mode, device=device)
         return self._weight_maps[key]
 
+    def slices_per_forward(self, hw: tuple[int, int]) -> int:
+        """``slices_per_batch`` for slices as large as the roi; proportionally more for smaller (padded)
+        slices, so that a forward holds about the same number of pixels whatever the view."""
+        area = max(r[0] * r[1] for r in self.rois)
+        pad_to = [padded_window(hw, r, self.pad_multiple)[0] for r in self.rois]
+        slice_area = max(max(p[0] * p[1] for p in pad_to), 1)
+        return max(self.slices_per_batch, self.slices_per_batch * area // slice_area)
+
     def _sliding_window(self, net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int]) -> torch.Tensor:
         h, w = x.shape[-2:]
         pad_to, window = padded_window((h, w), roi, self.pad_multiple)
         x, (top, bottom, left, right) = reflect_pad_to(x, pad_to)
         if x.device.type == "cuda" and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        # windows smaller than the roi (thin sides) go more to a forward: about the same pixels per forward
+        sw_batch = max(self.sw_batch_size, self.sw_batch_size * (roi[0] * roi[1]) // (window[0] * window[1]))
         y = sliding_window_inference(
-            x, roi_size=window, sw_batch_size=self.sw_batch_size, predictor=net, overlap=self.overlap,
+            x, roi_size=window, sw_batch_size=sw_batch, predictor=net, overlap=self.overlap,
             mode=self.mode, padding_mode=self.padding_mode, progress=False, roi_weight_map=self._weight_map(window, x.device),
         )
         return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
@@ -434,8 +444,9 @@ class InferenceEngine:
         slab.sub_(low).div_(max(high - low, 1e-6)).clamp_(0.0, 1.0)  # Volume.normalise, on the device
         out = torch.empty((b1 - b0, *raw.shape[1:]), dtype=torch.float32, device=rep.device)
         channels = sorted({m.in_channels for m in self.members})
-        for i0 in range(b0, b1, self.slices_per_batch):
-            i1 = min(b1, i0 + self.slices_per_batch)
+        step = self.slices_per_forward(tuple(raw.shape[1:]))
+        for i0 in range(b0, b1, step):
+            i1 = min(b1, i0 + step)
             stacks = {}
             for c in channels:
                 src = torch.arange(i0, i1, device=rep.device)[:, None] + torch.arange(c, device=rep.device)[None] - c // 2
@@ -518,9 +529,9 @@ class InferenceEngine:
         total = None
         for view, prob in zip(self.views, maps):
             back = tuple(int(a) for a in np.argsort(VIEW_AXES[view]))  # view orientation -> volume orientation
-            part = read_view_block(prob, back, z0, min(z1, prob.shape[back[0]])).astype(np.float32)
-            total = part if total is None else total + part
-        return total / len(maps)
+            part = torch.from_numpy(read_view_block(prob, back, z0, min(z1, prob.shape[back[0]])))
+            total = part.float() if total is None else total.add_(part)  # float16 -> float32 (torch's is vectorised)
+        return total.div_(len(maps)).numpy()
 
     def predict(self, volume: Volume, out: str | Path | None = None, name: str = "") -> np.ndarray:
         """Probability volume (float16, shape of ``volume``): mean over views of the ensemble's sigmoid.
