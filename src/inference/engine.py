@@ -551,6 +551,10 @@ class InferenceEngine:
         tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
         try:
             maps = self.view_maps(volume, work, name=name)
+            if list(self.views) == ["z"]:  # one view in the volume's orientation: its map is the result
+                del maps
+                os.replace(work / "z.npy", out)
+                return np.load(out, mmap_mode="r")
             result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
             step = max(1, self.block_bytes // (4 * volume.shape[1] * volume.shape[2]))
             for z0 in range(0, volume.shape[0], step):
