@@ -62,22 +62,36 @@ class VolumePair:
         i = int(rng.integers(len(ys)))
         return z, int(ys[i]), int(xs[i])
 
-    def read(self, origin: tuple[int, int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image float32, label uint8 0/1) crops of ``size``^3 at ``origin``, padded where outside."""
-        src = tuple(slice(max(0, o), max(0, min(n, o + size))) for o, n in zip(origin, self.shape))
+    def read(self, origin: tuple[int, int, int], size) -> tuple[np.ndarray, np.ndarray]:
+        """(image float32, label uint8 0/1) crops of ``size`` (an int or (d, h, w)) at ``origin``, padded where outside."""
+        size = crop_size(size)
+        src = tuple(slice(max(0, o), max(0, min(n, o + c))) for o, n, c in zip(origin, self.shape, size))
         image = self.image.normalise(read_region(self.image.data, src))
         label = (read_region(self.label.data, src) > self.threshold).astype(np.uint8)
-        pads = [(s.start - o, o + size - s.stop) for s, o in zip(src, origin)]
+        pads = [(s.start - o, o + c - s.stop) for s, o, c in zip(src, origin, size)]
         if any(p for pair in pads for p in pair):
             image = np.pad(image, pads, mode="reflect" if min(image.shape) > 1 else "edge")
             label = np.pad(label, pads)
         return image, label
 
 
-def crop_origin(shape, size: int, rng: np.random.Generator, centre=None) -> tuple[int, int, int]:
+def crop_size(size, what: str = "data.img_size") -> tuple[int, int, int]:
+    """An int (a cube) or a list of 3 ints (d, h, w), as MONAI's ``ensure_tuple_rep``; a clear error otherwise."""
+    from monai.utils import ensure_tuple_rep
+
+    try:
+        out = tuple(int(c) for c in ensure_tuple_rep(size, 3))
+    except (ValueError, TypeError):
+        raise UserError(f"{what} must be an int or a list of 3 ints, got {size!r}") from None
+    if min(out) < 1:
+        raise UserError(f"{what} must be positive, got {size!r}")
+    return out  # type: ignore[return-value]
+
+
+def crop_origin(shape, size, rng: np.random.Generator, centre=None) -> tuple[int, int, int]:
     """A random crop origin (or one centring ``centre``), inside the volume where it is large enough."""
     origin = []
-    for axis, n in enumerate(shape):
+    for axis, (n, size) in enumerate(zip(shape, crop_size(size))):
         if n <= size:
             o = -((size - n) // 2)  # smaller than the crop: centred, padded on both sides
         elif centre is None:
@@ -88,13 +102,14 @@ def crop_origin(shape, size: int, rng: np.random.Generator, centre=None) -> tupl
     return tuple(origin)
 
 
-def choose_crop(pair: VolumePair, size: int, vessel_p: float, rng: np.random.Generator, retries: int = 5):
+def choose_crop(pair: VolumePair, size, vessel_p: float, rng: np.random.Generator, retries: int = 5):
     """Origin of a crop; with probability ``vessel_p`` one that holds vessels (bounded retries, then centred on one)."""
+    size = crop_size(size)
     origin = crop_origin(pair.shape, size, rng)
     if rng.random() >= vessel_p:
         return origin
     for _ in range(retries):
-        src = tuple(slice(max(0, o), max(0, o + size)) for o in origin)
+        src = tuple(slice(max(0, o), max(0, o + c)) for o, c in zip(origin, size))
         if (read_region(pair.label.data, src) > pair.threshold).any():
             return origin
         origin = crop_origin(pair.shape, size, rng)
@@ -103,10 +118,13 @@ def choose_crop(pair: VolumePair, size: int, vessel_p: float, rng: np.random.Gen
 
 
 def d4_3d(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random quarter turn in one of the three planes, then a random flip of each axis."""
+    """A random quarter turn in one of the three planes (a half turn where the plane is not square, so the
+    crop keeps its shape), then a random flip of each axis."""
     planes = ((0, 1), (0, 2), (1, 2))
     plane = planes[int(rng.integers(3))]
     k = int(rng.integers(4))
+    if image.shape[plane[0]] != image.shape[plane[1]]:
+        k = 2 * (k % 2)
     image, label = np.rot90(image, k, plane), np.rot90(label, k, plane)
     for axis in range(3):
         if rng.random() < 0.5:
@@ -123,7 +141,7 @@ class RandomCrops3D(Dataset):
     """``samples`` random crops per epoch; a volume is drawn with its registry weight."""
 
     def __init__(self, pairs: list[VolumePair], size: int, samples: int, vessel_p: float = 0.5, augment: bool = True, seed: int = 0):
-        self.pairs, self.size, self.samples, self.vessel_p, self.augment = pairs, int(size), int(samples), float(vessel_p), augment
+        self.pairs, self.size, self.samples, self.vessel_p, self.augment = pairs, crop_size(size), int(samples), float(vessel_p), augment
         weights = np.array([p.group.weight for p in pairs], dtype=np.float64)
         self.weights = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
@@ -147,7 +165,7 @@ class FixedCrops3D(Dataset):
 
     def __init__(self, pair: VolumePair, size: int, samples: int, vessel_p: float = 0.5, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.pair, self.size = pair, int(size)
+        self.pair, self.size = pair, crop_size(size)
         self.origins = [choose_crop(pair, size, vessel_p, rng) for _ in range(int(samples))]
 
     def __len__(self) -> int:
@@ -206,7 +224,7 @@ class VolumeDataModule3D(LightningDataModule):
         val = self.fold.val
         if not val.is_present(self.data_dir):
             raise UserError(f"3-D fold {self.fold.fold}: validation volume {val.name} not found ({self.data_dir / str(val.labels)})")
-        size = self.hparams.img_size
+        size = crop_size(self.hparams.img_size)
         seed = int(torch.randint(2**31, ()).item()) + 7919 * rank  # each process draws its own crops
         self.train_set = RandomCrops3D(pairs, size, self.hparams.samples_per_epoch // world, self.hparams.vessel_p, seed=seed)
         self.train_set.rank = rank

@@ -41,7 +41,7 @@ def _views_3d(mode: str) -> list[tuple[int, tuple[int, ...]]]:
 @dataclass
 class Engine3D:
     members: Sequence[Member]
-    roi_size: int = 256
+    roi_size: int | tuple[int, int, int] = 256  # an int (a cube) or (d, h, w)
     overlap: float = 0.25
     mode: str = "gaussian"
     sw_batch_size: int = 1
@@ -58,10 +58,13 @@ class Engine3D:
         for m in self.members:
             m.net.to(self._device).eval()
         self.total_weight = float(sum(m.weight for m in self.members))
+        from src.data.datamodule_3d import crop_size
+
+        self.roi = crop_size(self.roi_size, "engine_3d.roi_size")
 
     @torch.no_grad()
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        roi = (self.roi_size,) * 3
+        roi = self.roi
         total = None
         autocast = self.amp and self._device.type == "cuda"
         for m in self.members:
@@ -82,7 +85,7 @@ class Engine3D:
     def predict(self, volume: Volume, out: str | Path | None = None, name: str = "") -> np.ndarray:
         """Probability volume (float16, the volume's shape); a memory map renamed into place at ``out``."""
         depth = volume.shape[0]
-        margin = self.roi_size // 2
+        margin = self.roi[0] // 2
         tmp = None
         if out is None:
             result = np.zeros(volume.shape, dtype=np.float16)

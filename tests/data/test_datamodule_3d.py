@@ -81,3 +81,33 @@ def test_3d_errors(tmp_path, tiny_phantom):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="3-D fold 0 has no training data"):
         make(tmp_path / "empty").setup("fit")
+
+
+def test_crop_size_takes_an_int_or_three_and_names_the_option():
+    from src.data.datamodule_3d import crop_size
+    from src.utils.errors import UserError
+
+    assert crop_size(64) == (64, 64, 64)
+    assert crop_size([32, 64, 64]) == (32, 64, 64)
+    with pytest.raises(UserError, match="data.img_size must be an int or a list of 3 ints"):
+        crop_size([64, 64])
+    with pytest.raises(UserError, match="positive"):
+        crop_size(0)
+
+
+def test_non_cubic_crops_keep_their_shape_through_d4():
+    from src.data.datamodule_3d import d4_3d
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((8, 16, 16), np.float32)
+    for _ in range(30):
+        out, lab = d4_3d(image, image.astype(np.uint8), rng)
+        assert out.shape == (8, 16, 16) and lab.shape == (8, 16, 16)
+
+
+def test_a_list_img_size_gives_crops_of_that_shape(tiny_phantom):
+    dm = make(tiny_phantom, img_size=[8, 16, 24])
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert tuple(batch["image"].shape) == (2, 1, 8, 16, 24) and tuple(batch["mask"].shape) == (2, 1, 8, 16, 24)
+    assert tuple(next(iter(dm.val_dataloader()))["image"].shape[2:]) == (8, 16, 24)
