@@ -101,7 +101,7 @@ def test_resume_from_checkpoint(tiny_phantom, tmp_path):
 
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 1 and state["global_step"] == 4
-    assert state["hyper_parameters"]["net"]["encoder_name"] == "tu-efficientnet_b0"  # the network is rebuildable
+    assert state["hyper_parameters"]["net"]["encoder_name"] == "resnet18"  # the network is rebuildable
 
 
 def test_clear_errors_in_process(tiny_phantom, tmp_path):
