@@ -424,15 +424,44 @@ def advise_random_access(arr: np.ndarray) -> None:
         base.madvise(mmap.MADV_RANDOM)
 
 
-def release_pages(arr: np.ndarray) -> None:
-    """Drop the resident pages of the file mapping behind ``arr`` (a memmap or a view of one).
+def _row_range(arr: np.ndarray, base: mmap.mmap, first: int, stop: int) -> tuple[int, int]:
+    """(page-aligned offset, length) in ``base`` of rows ``first..stop-1`` of the C-contiguous ``arr``."""
+    start = arr.ctypes.data - np.frombuffer(base, dtype=np.uint8).ctypes.data + first * arr[0].nbytes
+    end = min(len(base), start + (stop - first) * arr[0].nbytes)
+    aligned = start - start % mmap.PAGESIZE
+    return aligned, max(0, end - aligned)
+
+
+def release_pages(arr: np.ndarray, rows: tuple[int, int] | None = None) -> None:
+    """Drop the resident pages of the file mapping behind ``arr`` (a memmap or a view of one), or only
+    those of ``rows`` (first, stop) of a C-contiguous one.
 
     Clean file-backed pages are simply re-read on the next access, so this only lowers the process's
-    resident memory after a pass over a large volume; it is a no-op for ordinary arrays.
+    resident memory after a pass over a large volume; it is a no-op for ordinary arrays. Releasing
+    only the rows just written keeps the cost per block constant (the whole mapping costs time that
+    grows with it, and stalls the other threads' page faults meanwhile).
     """
     base = _mapping(arr)
     if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        base.madvise(mmap.MADV_DONTNEED)
+        if rows is None:
+            base.madvise(mmap.MADV_DONTNEED)
+        else:
+            offset, length = _row_range(arr, base, *rows)
+            if length:
+                base.madvise(mmap.MADV_DONTNEED, offset, length)
+
+
+def flush_rows(arr: np.ndarray, first: int, stop: int) -> None:
+    """Write rows ``first..stop-1`` of a C-contiguous memmap to its file (``arr.flush()`` for a view
+    that is not one), without touching the rest of the mapping."""
+    base = _mapping(arr)
+    if not isinstance(base, mmap.mmap) or not arr.flags.c_contiguous:
+        if hasattr(arr, "flush"):
+            arr.flush()
+        return
+    offset, length = _row_range(arr, base, first, stop)
+    if length:
+        base.flush(offset, length)
 
 
 READ_RUN_BYTES = 16 * 2**20  # a strided block is read in runs of z-slices of about this size

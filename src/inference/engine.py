@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from src.data.registry import VIEW_AXES
-from src.data.volumes import Volume, read_view_block, release_pages
+from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
@@ -513,8 +513,8 @@ class InferenceEngine:
                     finished[b0] = b1
                     while state["next"] in finished:  # the progress file: every slice before it is written
                         state["next"] = finished.pop(state["next"])
-                    prob.flush()
-                    release_pages(prob)
+                    flush_rows(prob, b0, b1)
+                    release_pages(prob, (b0, b1))
                     tmp = done.with_name(done.name + ".tmp")
                     tmp.write_text(str(state["next"]))
                     os.replace(tmp, done)
@@ -559,8 +559,8 @@ class InferenceEngine:
             step = max(1, self.block_bytes // (4 * volume.shape[1] * volume.shape[2]))
             for z0 in range(0, volume.shape[0], step):
                 result[z0 : z0 + step] = self.combine(maps, z0, z0 + step)
-                result.flush()
-                release_pages(result)
+                flush_rows(result, z0, min(z0 + step, volume.shape[0]))
+                release_pages(result, (z0, min(z0 + step, volume.shape[0])))
             del result, maps
             os.replace(tmp, out)
         finally:

@@ -219,3 +219,18 @@ def test_volumes_pickle_as_cheap_references(tmp_path, volume):
     back = pickle.loads(blob)
     assert isinstance(back.data, np.memmap) and back.first == 5 and back.stats == image.stats
     np.testing.assert_array_equal(back.data, volume[5:9])
+
+
+def test_flush_and_release_only_the_rows_written(tmp_path):
+    from src.data.volumes import flush_rows, release_pages
+
+    path = tmp_path / "m.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(10, 33, 17))
+    arr[3:6] = 1.5
+    flush_rows(arr, 3, 6)
+    release_pages(arr, (3, 6))
+    np.testing.assert_array_equal(np.load(path)[3:6], 1.5)  # on disk, and still readable through the map
+    np.testing.assert_array_equal(np.asarray(arr[3:6]), 1.5)
+    assert not np.asarray(arr[:3]).any() and not np.asarray(arr[6:]).any()
+    flush_rows(np.zeros((4, 4)), 0, 2)  # an ordinary array: nothing to do
+    release_pages(np.zeros((4, 4)), (0, 2))
