@@ -287,11 +287,11 @@ class InferenceEngine:
 
     def blocks_of(self, volume: Volume, view: str, start: int = 0) -> list[tuple[int, int]]:
         """The (b0, b1) slice blocks of ``view`` from ``start`` on, about ``block_bytes`` of float32 each
-        (half that when pipelined)."""
+        (a third of that when pipelined)."""
         n, height, width = self.view_shape(volume, view)
-        # pipelined, about three blocks are alive at once (one read ahead, one predicted, one written):
-        # half-size blocks keep the resident memory where the one-stage-at-a-time engine has it
-        budget = self.block_bytes // 2 if self.pipeline else self.block_bytes
+        # pipelined, up to five blocks are alive at once (read, queued, predicted, queued, written):
+        # third-size blocks keep the resident memory near the one-stage-at-a-time engine's
+        budget = self.block_bytes // 3 if self.pipeline else self.block_bytes
         block = max(1, budget // (height * width * 4) // self.slices_per_batch) * self.slices_per_batch
         return [(b0, min(n, b0 + block)) for b0 in range(start, n, block)]
 
