@@ -24,6 +24,7 @@ from src.data.datamodule_2d import check_data_dir, make_loader, per_device_batch
 from src.data.registry import Group, Registry
 from src.data.volumes import Volume, VolumeStore, advise_random_access, read_region, release_pages
 from src.utils.errors import UserError
+from src.utils.sizes import size_tuple
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,8 @@ class VolumePair:
 
 
 def crop_size(size, what: str = "data.img_size") -> tuple[int, int, int]:
-    """An int (a cube) or a list of 3 ints (d, h, w), as MONAI's ``ensure_tuple_rep``; a clear error otherwise."""
-    from monai.utils import ensure_tuple_rep
-
-    try:
-        out = tuple(int(c) for c in ensure_tuple_rep(size, 3))
-    except (ValueError, TypeError):
-        raise UserError(f"{what} must be an int or a list of 3 ints, got {size!r}") from None
-    if min(out) < 1:
-        raise UserError(f"{what} must be positive, got {size!r}")
-    return out  # type: ignore[return-value]
+    """An int (a cube) or a list of 3 ints (d, h, w)."""
+    return size_tuple(size, 3, what)  # type: ignore[return-value]
 
 
 def crop_origin(shape, size, rng: np.random.Generator, centre=None) -> tuple[int, int, int]:

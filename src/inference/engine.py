@@ -34,6 +34,7 @@ from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
+from src.utils.sizes import size_tuple
 from src.utils.progress import progress_bar
 
 VIEWS = ("z", "xz", "zy")
@@ -69,19 +70,11 @@ DEFAULT_ROI = 512  # for a checkpoint that does not record its training window
 def window_of(roi_size, member: Member) -> tuple[int, int]:
     """The 2-D sliding-window roi for ``member``: ``roi_size`` (an int or a pair) when given, else the
     window the member's training run validated with, so prediction sees what validation saw."""
-    from monai.utils import ensure_tuple_rep
-
     if roi_size is not None:
         roi, what = roi_size, "engine.roi_size"
     else:
         roi, what = member.roi_size or DEFAULT_ROI, f"{member.name}: the recorded val_window.roi_size"
-    try:
-        out = tuple(int(r) for r in ensure_tuple_rep(roi, 2))
-    except (ValueError, TypeError):
-        raise UserError(f"{what} must be an int or a list of 2 ints, got {roi!r}") from None
-    if min(out) < 1:
-        raise UserError(f"{what} must be positive, got {roi!r}")
-    return out  # type: ignore[return-value]
+    return size_tuple(roi, 2, what)  # type: ignore[return-value]
 
 
 def resolve_devices(devices, device: torch.device) -> list[torch.device]:

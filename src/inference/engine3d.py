@@ -22,6 +22,7 @@ from src.data.volumes import Volume, release_pages
 from src.inference.checkpoints import Member
 from src.inference.engine import resolve_device
 from src.utils.errors import UserError
+from src.utils.sizes import size_tuple
 from src.utils.progress import track
 
 TTA_3D = ("none", "flip", "d4")
@@ -58,9 +59,7 @@ class Engine3D:
         for m in self.members:
             m.net.to(self._device).eval()
         self.total_weight = float(sum(m.weight for m in self.members))
-        from src.data.datamodule_3d import crop_size
-
-        self.roi = crop_size(self.roi_size, "engine_3d.roi_size")
+        self.roi = size_tuple(self.roi_size, 3, "engine_3d.roi_size")
 
     @torch.no_grad()
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
