@@ -82,47 +82,51 @@ def check_training(report, data: Path, logs: Path):
     }
 
 
-def check_recipe_speed(report):
+def _recipe_speed(encoder: str, loss_fn) -> dict:
+    """Training-step and sliding-window times of the recipe's UNet++ with one encoder (fp16 autocast)."""
     import segmentation_models_pytorch as smp
     from monai.inferers import sliding_window_inference
 
+    net = smp.create_model("UnetPlusPlus", encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1).cuda()
+    opt = torch.optim.RAdam(net.parameters(), lr=3e-4)
+    scaler = torch.amp.GradScaler("cuda")
+    x = torch.rand(16, 3, 512, 512, device="cuda")
+    y = (torch.rand(16, 1, 512, 512, device="cuda") > 0.95).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = loss_fn(net(x), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(3):
+        step()
+    t_step, _ = timed(lambda: [step() for _ in range(10)], 1)
+    net.eval()
+    slice_ = torch.rand(1, 3, 1303, 912, device="cuda")
+
+    def infer():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            return sliding_window_inference(slice_, (512, 512), 8, net, overlap=0.25, mode="gaussian", padding_mode="reflect")
+
+    infer()
+    t_inf, _ = timed(infer)
+    return {
+        "train_step_s_batch16": t_step / 10, "images_per_s": 160 / t_step,
+        "sliding_window_1303x912_s": t_inf, "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def check_recipe_speed(report):
     from src.models.losses import BoundaryDoULoss
 
     loss_fn = BoundaryDoULoss()
     for encoder in ("tu-tf_efficientnet_b5", "tu-tf_efficientnet_b6"):
-        net = smp.create_model("UnetPlusPlus", encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1).cuda()
-        opt = torch.optim.RAdam(net.parameters(), lr=3e-4)
-        scaler = torch.amp.GradScaler("cuda")
-        x = torch.rand(16, 3, 512, 512, device="cuda")
-        y = (torch.rand(16, 1, 512, 512, device="cuda") > 0.95).float()
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = loss_fn(net(x), y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-            scaler.step(opt)
-            scaler.update()
-
-        for _ in range(3):
-            step()
-        t_step, _ = timed(lambda: [step() for _ in range(10)], 1)
-        net.eval()
-        slice_ = torch.rand(1, 3, 1303, 912, device="cuda")
-
-        def infer():
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-                return sliding_window_inference(slice_, (512, 512), 8, net, overlap=0.25, mode="gaussian", padding_mode="reflect")
-
-        infer()
-        t_inf, _ = timed(infer)
-        report[f"recipe_{encoder}"] = {
-            "train_step_s_batch16": t_step / 10, "images_per_s": 160 / t_step,
-            "sliding_window_1303x912_s": t_inf, "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
-        }
-        del net, opt
+        report[f"recipe_{encoder}"] = _recipe_speed(encoder, loss_fn)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
@@ -139,7 +143,7 @@ def check_inference(report, data: Path, logs: Path):
     from src.data.volumes import Volume
     from src.inference.checkpoints import Member
     from src.inference.engine import InferenceEngine
-    from src.score import read_csv, score_submission, SOLUTION_COLUMNS, SUBMISSION_COLUMNS
+    from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, read_csv, score_submission
 
     ckpt = json.loads((logs / "gpu_train" / "metrics.json").read_text())["best_model_path"]
     t0 = time.perf_counter()

@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.rss import CODE as RSS_CODE
 from src.data.phantom import build_phantom
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import Member
 from src.inference.engine import InferenceEngine
 from src.models.module_2d import build_net
 from src.utils.settings import REPO_ROOT
-from benchmarks.rss import CODE as RSS_CODE
 
 DEMO_NET = {"arch": "UnetPlusPlus", "encoder_name": "tu-efficientnet_b0", "encoder_weights": None, "in_channels": 3,
             "classes": 1, "decoder_channels": [64, 32, 16, 16, 8]}

@@ -70,7 +70,7 @@ def sweep(rows: list[dict], score, truth, chunk: int, min_size: int, mask_path: 
             out = np.lib.format.open_memmap(mask_path, mode="w+", dtype=np.uint8, shape=volume.shape)
             masks, _ = postprocess_volume(volume, "fixed", r["threshold"], 0.0, min_size, out=out, value_range=score.value_range)
         accs = [SurfaceDiceAccumulator() for _ in group]
-        inter = np.zeros(len(group)); pred_sum = np.zeros(len(group)); true_sum = 0
+        inter, pred_sum, true_sum = np.zeros(len(group)), np.zeros(len(group)), 0
         for z0 in track(range(0, depth, chunk), -(-depth // chunk), "scoring", len(groups) == 1):
             t = np.asarray(truth.data[z0 : z0 + chunk]) > 127
             true_sum += int(t.sum())

@@ -146,10 +146,10 @@ def plot(summary: list[dict], path: Path) -> Path:
 
 @cli_main
 def main(argv=None) -> list[dict]:
+    from src.calibrate import calibrate
     from src.data.multiview import project_split
     from src.data.phantom import build_phantom
     from src.data.volumes import VolumeStore
-    from src.calibrate import calibrate
     from src.demo import DEMO_3D, _roi, ensure_run
     from src.inference.checkpoints import best_checkpoint_in
     from src.predict import predict

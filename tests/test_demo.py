@@ -1,8 +1,8 @@
 import json
+
 import pandas as pd
 
 from src.demo import main
-
 
 TINY_3D = ["trainer.max_epochs=1", "data.samples_per_epoch=4", "data.val_samples_per_epoch=2", "~callbacks.rich_progress_bar",
            "trainer.enable_progress_bar=false"]

@@ -73,7 +73,7 @@ def test_perfect_and_empty_submissions(files, kidneys):
     perfect = run(write_submission(tmp / "perfect.csv", kidneys), solution_csv)
     assert perfect.returncode == 0, perfect.stderr
     lines = perfect.stdout.strip().splitlines()
-    assert [l.split()[0] for l in lines] == ["kidney_5", "kidney_6", "score"]
+    assert [line.split()[0] for line in lines] == ["kidney_5", "kidney_6", "score"]
     assert float(lines[-1].split()[1]) == 1.0
     empty = run(write_submission(tmp / "empty.csv", {k: np.zeros_like(v) for k, v in kidneys.items()}), solution_csv)
     assert empty.returncode == 0 and float(empty.stdout.strip().splitlines()[-1].split()[1]) == 0.0

@@ -40,7 +40,7 @@ class VolumePair:
     slice_vessels: np.ndarray
 
     @classmethod
-    def open(cls, store: VolumeStore, group: Group, data_dir: Path, threshold: int) -> "VolumePair":
+    def open(cls, store: VolumeStore, group: Group, data_dir: Path, threshold: int) -> VolumePair:
         image, label = store.open_pair(group.images_dir(data_dir), group.labels_dir(data_dir), group.images_follow_labels)
         counts = np.array([np.count_nonzero(np.asarray(label.data[z]) > threshold) for z in range(len(label))], np.int64)
         release_pages(label.data)
@@ -84,13 +84,13 @@ def crop_size(size, what: str = "data.img_size") -> tuple[int, int, int]:
 def crop_origin(shape, size, rng: np.random.Generator, centre=None) -> tuple[int, int, int]:
     """A random crop origin (or one centring ``centre``), inside the volume where it is large enough."""
     origin = []
-    for axis, (n, size) in enumerate(zip(shape, crop_size(size))):
-        if n <= size:
-            o = -((size - n) // 2)  # smaller than the crop: centred, padded on both sides
+    for axis, (n, side) in enumerate(zip(shape, crop_size(size))):
+        if n <= side:
+            o = -((side - n) // 2)  # smaller than the crop: centred, padded on both sides
         elif centre is None:
-            o = int(rng.integers(0, n - size + 1))
+            o = int(rng.integers(0, n - side + 1))
         else:
-            o = int(np.clip(centre[axis] - size // 2, 0, n - size))
+            o = int(np.clip(centre[axis] - side // 2, 0, n - side))
         origin.append(o)
     return tuple(origin)
 

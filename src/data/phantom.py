@@ -377,7 +377,7 @@ def render_capsules(
         hi = np.minimum(np.ceil(np.maximum(a, b) + margin) + 1, upper).astype(int)
         if np.any(hi <= lo):
             continue
-        box = tuple(slice(l, h) for l, h in zip(lo, hi))
+        box = tuple(slice(start, stop) for start, stop in zip(lo, hi))
         distance, radius = capsule_distance(a, b, r_starts[i], r_ends[i], lo, hi)
         occupancy = np.clip(radius - distance + 0.5, 0.0, 1.0)
         np.maximum(signal[box], occupancy * contrasts[i], out=signal[box])

@@ -7,9 +7,9 @@ Projection groups (``<name>_xz``, ``<name>_zy``) are derived here from the base 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -81,7 +81,7 @@ class Registry:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Registry":
+    def load(cls, path: str | Path | None = None) -> Registry:
         path = Path(path) if path else DEFAULT_REGISTRY
         try:
             raw = yaml.safe_load(path.read_text())

@@ -21,10 +21,10 @@ import mmap
 import os
 import re
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -204,7 +204,7 @@ class Volume:
     def slice_path(self, number: int) -> Path:
         return self.folder / f"{number:04d}{self.suffix}"
 
-    def sub(self, first: int, last: int) -> "Volume":
+    def sub(self, first: int, last: int) -> Volume:
         """The slices numbered ``first`` to ``last`` (inclusive), as a view; statistics unchanged."""
         if first < self.first or last >= self.first + len(self) or last < first:
             raise UserError(

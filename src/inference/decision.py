@@ -7,9 +7,9 @@ blend's score with 3-D models); :func:`check_postprocess` validates the ``postpr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from omegaconf import ListConfig

@@ -18,11 +18,11 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,8 @@ from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
-from src.utils.sizes import size_tuple
 from src.utils.progress import progress_bar
+from src.utils.sizes import size_tuple
 
 VIEWS = ("z", "xz", "zy")
 

@@ -10,9 +10,9 @@ slice plane, each also flipped along z, 8 views). Members' logits are averaged w
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from src.data.volumes import Volume, release_pages
 from src.inference.checkpoints import Member
 from src.inference.engine import resolve_device
 from src.utils.errors import UserError
-from src.utils.sizes import size_tuple
 from src.utils.progress import track
+from src.utils.sizes import size_tuple
 
 TTA_3D = ("none", "flip", "d4")
 

@@ -16,7 +16,7 @@ dtype not above ``t`` (so a float16 volume is compared without rounding ``t`` to
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage

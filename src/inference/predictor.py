@@ -17,8 +17,8 @@ of the work files live here and nowhere else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class KidneyPredictor:
         self._scores: dict[str, Score] = {}
 
     @classmethod
-    def from_config(cls, cfg, work: str | Path | None = None) -> "KidneyPredictor":
+    def from_config(cls, cfg, work: str | Path | None = None) -> KidneyPredictor:
         """From a ``predict`` config (``checkpoints``, ``engine``, ``blend``, ``postprocess``, ...); the work
         folder defaults to ``<run dir>/probabilities``."""
         engine, engine_3d = build_engines(cfg)

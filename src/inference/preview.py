@@ -26,7 +26,7 @@ def _tile(grey: np.ndarray, truth: np.ndarray | None, pred: np.ndarray) -> np.nd
 def write_preview(image: Volume, pred: np.ndarray, path: Path, truth: np.ndarray | None = None) -> Path:
     """One row per view (z, xz, zy): image, truth (red), prediction (green) of its middle slice."""
     rows = []
-    for view, order in VIEW_AXES.items():
+    for order in VIEW_AXES.values():
         i = image.shape[order[0]] // 2
         grey = image.normalise(np.asarray(image.data).transpose(order)[i])
         t = None if truth is None else np.asarray(truth).transpose(order)[i] > 0

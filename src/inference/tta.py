@@ -5,7 +5,7 @@ window fills its batches with windows of every flip at once."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

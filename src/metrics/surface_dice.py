@@ -16,7 +16,7 @@ works on CPU or CUDA tensors.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class SurfaceDiceAccumulator:
             self._count(torch.cat([self._prev_pred, zeros]), torch.cat([self._prev_true, zeros]))
         self._closed = True
 
-    def merge(self, other: "SurfaceDiceAccumulator") -> None:
+    def merge(self, other: SurfaceDiceAccumulator) -> None:
         self.hist += other.hist.to(self.device)
 
     def score(self) -> float:

@@ -9,7 +9,8 @@ validates a contiguous range of slices; the logged values equal the single-proce
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch

@@ -8,7 +8,7 @@ mean projections of image, target and prediction along the three axes go to Tens
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from lightning import LightningModule

@@ -42,7 +42,7 @@ def test_rescaling_allocates_the_same_for_a_volume_four_times_deeper(tmp_path):
     for depth in (32, 128):
         src = image(tmp_path, depth)
         shape = resampled_shape(src.shape, 63.08 / 50)
-        peaks.append(peak_bytes(lambda: resample_to_file(src, shape, tmp_path / f"out{depth}.npy", chunk=4)))
+        peaks.append(peak_bytes(lambda src=src, shape=shape, depth=depth: resample_to_file(src, shape, tmp_path / f"out{depth}.npy", chunk=4)))
     whole = int(np.prod(resampled_shape((128, 128, 128), 63.08 / 50))) * 4  # the deep output as float32
     assert peaks[1] < 1.3 * peaks[0] and peaks[1] < whole / 10, (peaks, whole)
 
@@ -53,6 +53,6 @@ def test_thresholds_and_component_removal_allocate_the_same_for_a_volume_four_ti
         for depth in (32, 128):
             s = score(tmp_path, depth)
             mask = np.lib.format.open_memmap(tmp_path / f"mask{depth}.npy", mode="w+", dtype=np.uint8, shape=s.shape)
-            peaks.append(peak_bytes(lambda: postprocess_volume(s, mode, 0.9, 0.05, 5, out=mask, chunk=4)))
+            peaks.append(peak_bytes(lambda s=s, mode=mode, mask=mask: postprocess_volume(s, mode, 0.9, 0.05, 5, out=mask, chunk=4)))
             assert 0 < mask.mean() < 0.2
         assert peaks[1] < 1.3 * peaks[0], (mode, peaks)

@@ -6,7 +6,7 @@ from src.data.volumes import VolumeStore
 from src.inference.checkpoints import Member
 from src.inference.engine import InferenceEngine, reflect_pad_to
 from src.utils.errors import UserError
-from tests.inference.helpers import Constant, CentreLogit
+from tests.inference.helpers import CentreLogit, Constant
 
 
 @pytest.fixture(scope="module")

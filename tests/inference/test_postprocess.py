@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from src.inference.postprocess import (below_or_equal, postprocess_volume, remove_small_components, threshold_chunk,
-                                       top_fraction_threshold)
+from src.inference.postprocess import below_or_equal, postprocess_volume, remove_small_components, threshold_chunk, top_fraction_threshold
 from src.utils.errors import UserError
 
 RANKS = {6: 1, 18: 2, 26: 3}

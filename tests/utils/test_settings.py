@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from src.utils.settings import REPO_ROOT, REQUIRED_KEYS, load_settings, register_omegaconf_resolver, setting
 from src.utils.errors import UserError
+from src.utils.settings import REPO_ROOT, REQUIRED_KEYS, load_settings, register_omegaconf_resolver, setting
 
 
 def run_cli(*args, cwd=None):
