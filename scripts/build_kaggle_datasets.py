@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from src.utils.errors import UserError, cli_main  # noqa: E402
+from src.utils.files import atomic_output  # noqa: E402
 
 PLACEHOLDER_USER = "INSERT_KAGGLE_USERNAME"
 SLUG_PREFIX = "sennet-vessels"
@@ -49,25 +52,13 @@ def metadata(username: str, kind: str, license_name: str) -> dict:
     return {"title": TITLES[kind], "id": f"{username}/{SLUG_PREFIX}-{kind}", "licenses": [{"name": license_name}]}
 
 
-class Staged:
-    """``out/<name>`` built under ``out/.<name>.partial`` and swapped in only when the block succeeds."""
-
-    def __init__(self, out: Path, name: str):
-        self.final = out / name
-        self.tmp = out / f".{name}.partial"
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        shutil.rmtree(self.final, ignore_errors=True)
-        self.tmp.rename(self.final)
-        return False
+@contextmanager
+def staged(out: Path, name: str) -> Iterator[Path]:
+    """``out/<name>`` built in a temporary folder and swapped in (replacing our previous build) when the
+    block succeeds."""
+    with atomic_output(out / name, on_existing=shutil.rmtree) as tmp:
+        tmp.mkdir()
+        yield tmp
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -281,19 +272,19 @@ def main(argv=None) -> None:
                 check_checkpoint(path, kind)
 
     built = []
-    with Staged(out, "code") as dest:
+    with staged(out, "code") as dest:
         build_code(dest)
         write_json(dest / "dataset-metadata.json", metadata(args.username, "code", args.license))
     built.append("code")
     if not args.skip_models:
         print("models:", flush=True)
-        with Staged(out, "models") as dest:
+        with staged(out, "models") as dest:
             build_models(dest, models_2d, models_3d)
             write_json(dest / "dataset-metadata.json", metadata(args.username, "models", args.license))
         built.append("models")
     if not args.skip_wheels:
         print(f"wheels ({', '.join(args.platform)}, {args.implementation} {', '.join(args.python_version)}):", flush=True)
-        with Staged(out, "wheels") as dest:
+        with staged(out, "wheels") as dest:
             build_wheels(dest, args.requirements, args.platform, args.python_version, args.implementation)
             write_json(dest / "dataset-metadata.json", metadata(args.username, "wheels", args.license))
         built.append("wheels")

@@ -11,7 +11,6 @@ is always complete and is skipped (``force`` rebuilds it).
 
 from __future__ import annotations
 
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from src.data.registry import VIEW_AXES, Group, Registry
 from src.data.volumes import Volume, VolumeStore, read_view_block, write_slice
 from src.utils.errors import UserError
-from src.utils.files import pid_alive
+from src.utils.files import atomic_output, sweep_stale
 from src.utils.progress import track
 
 BLOCK_FRACTION = 0.25  # default block of output slices: a quarter of the volume
@@ -43,14 +42,6 @@ def _blocks(volume: np.ndarray, view: str, block_bytes: int | None = None):
             yield start + i, block[i]
 
 
-def _remove_abandoned(out_root: Path) -> None:
-    """Remove temporary folders of interrupted runs (their process is gone) for ``out_root``."""
-    for tmp in out_root.parent.glob(f"{out_root.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _write_folders(jobs: list[tuple[np.ndarray, Path, str]], view: str, n: int, title: str, block_bytes: int | None,
                    workers: int, progress: bool) -> None:
     """Write each (volume, folder, suffix) job re-sliced for ``view`` into its (existing) folder."""
@@ -69,21 +60,16 @@ def _write_atomic(out_root: Path, parts: list[tuple[Volume, str, str]], view: st
                   progress: bool) -> None:
     """Write the ``(volume, subfolder, suffix)`` parts of one projection into a temporary folder and
     rename it to ``out_root`` when complete (replacing a previous complete output)."""
-    _remove_abandoned(out_root)
-    tmp = out_root.with_name(f"{out_root.name}.tmp-{os.getpid()}")
-    jobs = []
-    for volume, sub, suffix in parts:
-        folder = tmp / sub if sub else tmp
-        folder.mkdir(parents=True)
-        jobs.append((volume.data, folder, suffix))
-    n = parts[0][0].data.shape[VIEW_AXES[view][0]]
-    try:
+    sweep_stale(out_root)
+    # a forced rebuild replaces a previous complete output of ours
+    with atomic_output(out_root, on_existing=shutil.rmtree) as tmp:
+        jobs = []
+        for volume, sub, suffix in parts:
+            folder = tmp / sub if sub else tmp
+            folder.mkdir(parents=True)
+            jobs.append((volume.data, folder, suffix))
+        n = parts[0][0].data.shape[VIEW_AXES[view][0]]
         _write_folders(jobs, view, n, out_root.name if parts[0][1] else out_root.parent.name, block_bytes, workers, progress)
-        if out_root.exists():  # a forced rebuild replaces a previous complete output of ours
-            shutil.rmtree(out_root)
-        os.replace(tmp, out_root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_view(

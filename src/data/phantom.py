@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -40,7 +39,7 @@ from src.data.acquisition import STYLES, PhantomStyle, acquire, style_of
 from src.data.volumes import read_slice, write_slice
 from src.metrics.rle import EMPTY_RLE, rle_encode
 from src.utils.errors import UserError, cli_main
-from src.utils.files import pid_alive
+from src.utils.files import TMP_TAG, atomic_output, sweep_stale
 
 GENERATOR = "src.data.phantom"
 FORMAT_VERSION = 2  # 2: acquisition model and styles
@@ -798,33 +797,17 @@ def existing_build(out: Path, seed: int, size: str, force: bool, style: str = "A
     return None
 
 
-def remove_stale_temporaries(out: Path) -> None:
-    """Remove ``<out>.tmp-<pid>`` folders left by interrupted builds (ours: they carry the building marker)."""
-    pattern = re.compile(re.escape(out.name) + r"\.tmp-(\d+)")
-    if not out.parent.is_dir():
+def make_room(out: Path) -> None:
+    """Clear the way for a finished build: remove an empty ``out`` or a previous phantom (our marker);
+    refuse anything else (the finished build then stays at its temporary name)."""
+    if (out / MARKER_NAME).exists():
+        shutil.rmtree(out)
         return
-    for candidate in out.parent.iterdir():
-        match = pattern.fullmatch(candidate.name)
-        if not match or not candidate.is_dir() or not (candidate / BUILDING_MARKER_NAME).exists():
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or not pid_alive(pid):
-            shutil.rmtree(candidate)
-
-
-def install_build(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing an empty folder or one carrying our marker."""
-    if out.exists():
-        if (out / MARKER_NAME).exists():
-            shutil.rmtree(out)
-        else:
-            try:
-                out.rmdir()
-            except OSError:
-                raise UserError(
-                    f"--out {out} was filled by someone else during the build; left the phantom in {tmp}"
-                ) from None
-    os.rename(tmp, out)
+    try:
+        out.rmdir()
+    except OSError:
+        raise UserError(f"--out {out} was filled by someone else during the build; "
+                        f"left the phantom next to it in {out.name}{TMP_TAG}*") from None
 
 
 def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False, style: str = "A") -> dict:
@@ -843,19 +826,13 @@ def build_phantom(out, seed: int = 0, size: str = "tiny", force: bool = False, s
     existing = existing_build(out, seed, size, force, style)
     if existing is not None:
         return {**existing, "out": str(out), "existed": True, "seconds": time.perf_counter() - started}
-    remove_stale_temporaries(out)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / BUILDING_MARKER_NAME).write_text(str(os.getpid()))
+    sweep_stale(out, require=BUILDING_MARKER_NAME)
+    with atomic_output(out, on_existing=make_room) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / BUILDING_MARKER_NAME).write_text(str(os.getpid()))  # proves an abandoned temporary is ours
         marker = marker_content(seed, size, write_phantom(tmp, seed, size, style), style)
         (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n")
         (tmp / BUILDING_MARKER_NAME).unlink()
-        install_build(tmp, out)
-    except BaseException:
-        if (tmp / BUILDING_MARKER_NAME).exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**marker, "out": str(out), "existed": False, "seconds": time.perf_counter() - started}
 
 

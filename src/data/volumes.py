@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from src.utils.errors import UserError
+from src.utils.files import atomic_output
 from src.utils.progress import track
 
 log = logging.getLogger(__name__)
@@ -324,26 +325,26 @@ class VolumeStore:
         if dtype not in allowed:
             raise UserError(f"{files[0]}: {kind} slices must be {' or '.join(map(str, allowed))}, got {dtype}")
         npy.parent.mkdir(parents=True, exist_ok=True)
-        tag = f".tmp-{os.getpid()}-{os.urandom(3).hex()}"
-        tmp_npy, tmp_meta = npy.with_name(npy.name + tag), meta_path.with_name(meta_path.name + tag)
         counts = np.zeros(int(np.iinfo(dtype).max) + 1, dtype=np.int64) if kind == "image" else None
-        try:
-            out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(files), *shape))
-            slices = _ordered_map(read_slice, files, self.workers)
-            label = f"caching {folder.parent.name}/{folder.name}"
-            for i, (path, arr) in enumerate(track(zip(files, slices), len(files), label, self.progress)):
-                if arr.shape != shape:
-                    raise UserError(f"{path}: slice is {arr.shape[0]}x{arr.shape[1]}, expected {shape[0]}x{shape[1]} like {files[0].name}")
-                if arr.dtype != dtype:
-                    raise UserError(f"{path}: slice dtype is {arr.dtype}, expected {dtype} like {files[0].name}")
-                out[i] = arr
-                if (i + 1) % 16 == 0:  # keep the resident part of the new file small
-                    out.flush()
-                    release_pages(out)
-                if counts is not None:
-                    counts += np.bincount(arr.ravel(), minlength=counts.size)
-            out.flush()
-            del out
+        with atomic_output(meta_path) as tmp_meta:  # the metadata is the commit point: renamed last
+            with atomic_output(npy) as tmp_npy:
+                out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(files), *shape))
+                slices = _ordered_map(read_slice, files, self.workers)
+                label = f"caching {folder.parent.name}/{folder.name}"
+                for i, (path, arr) in enumerate(track(zip(files, slices), len(files), label, self.progress)):
+                    if arr.shape != shape:
+                        raise UserError(f"{path}: slice is {arr.shape[0]}x{arr.shape[1]}, "
+                                        f"expected {shape[0]}x{shape[1]} like {files[0].name}")
+                    if arr.dtype != dtype:
+                        raise UserError(f"{path}: slice dtype is {arr.dtype}, expected {dtype} like {files[0].name}")
+                    out[i] = arr
+                    if (i + 1) % 16 == 0:  # keep the resident part of the new file small
+                        out.flush()
+                        release_pages(out)
+                    if counts is not None:
+                        counts += np.bincount(arr.ravel(), minlength=counts.size)
+                out.flush()
+                del out
             stats = list(percentiles_from_histogram(counts, NORM_PERCENTILES)) if counts is not None else None
             meta = {
                 "version": CACHE_VERSION,
@@ -357,11 +358,6 @@ class VolumeStore:
                 "stats": stats,
             }
             tmp_meta.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp_npy, npy)
-            os.replace(tmp_meta, meta_path)  # the metadata is the commit point
-        finally:
-            for p in (tmp_npy, tmp_meta):
-                p.unlink(missing_ok=True)
         volume = self._load(folder, npy, meta_path, fingerprint, kind)
         assert volume is not None
         return volume

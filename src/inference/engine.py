@@ -34,6 +34,7 @@ from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
+from src.utils.files import atomic_output, write_text_atomic
 from src.utils.progress import progress_bar
 from src.utils.sizes import size_tuple
 
@@ -508,9 +509,7 @@ class InferenceEngine:
                         state["next"] = finished.pop(state["next"])
                     flush_rows(prob, b0, b1)
                     release_pages(prob, (b0, b1))
-                    tmp = done.with_name(done.name + ".tmp")
-                    tmp.write_text(str(state["next"]))
-                    os.replace(tmp, done)
+                    write_text_atomic(done, str(state["next"]))
 
             if start < shape[0]:
                 self.predict_view(volume, view, write, start=start, name=name)
@@ -541,22 +540,20 @@ class InferenceEngine:
         out = Path(out)
         work = out.with_name(f".{out.stem}.work-{os.getpid()}")
         work.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
         try:
             maps = self.view_maps(volume, work, name=name)
             if list(self.views) == ["z"]:  # one view in the volume's orientation: its map is the result
                 del maps
                 os.replace(work / "z.npy", out)
                 return np.load(out, mmap_mode="r")
-            result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
-            step = max(1, self.block_bytes // (4 * volume.shape[1] * volume.shape[2]))
-            for z0 in range(0, volume.shape[0], step):
-                result[z0 : z0 + step] = self.combine(maps, z0, z0 + step)
-                flush_rows(result, z0, min(z0 + step, volume.shape[0]))
-                release_pages(result, (z0, min(z0 + step, volume.shape[0])))
-            del result, maps
-            os.replace(tmp, out)
+            with atomic_output(out) as tmp:
+                result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
+                step = max(1, self.block_bytes // (4 * volume.shape[1] * volume.shape[2]))
+                for z0 in range(0, volume.shape[0], step):
+                    result[z0 : z0 + step] = self.combine(maps, z0, z0 + step)
+                    flush_rows(result, z0, min(z0 + step, volume.shape[0]))
+                    release_pages(result, (z0, min(z0 + step, volume.shape[0])))
+                del result, maps
         finally:
-            tmp.unlink(missing_ok=True)
             shutil.rmtree(work, ignore_errors=True)
         return np.load(out, mmap_mode="r")

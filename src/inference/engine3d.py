@@ -9,7 +9,6 @@ slice plane, each also flipped along z, 8 views). Members' logits are averaged w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from src.data.volumes import Volume, release_pages
 from src.inference.checkpoints import Member
 from src.inference.engine import resolve_device
 from src.utils.errors import UserError
+from src.utils.files import atomic_output
 from src.utils.progress import track
 from src.utils.sizes import size_tuple
 
@@ -85,14 +85,17 @@ class Engine3D:
         """Probability volume (float16, the volume's shape); a memory map renamed into place at ``out``."""
         depth = volume.shape[0]
         margin = self.roi[0] // 2
-        tmp = None
         if out is None:
             result = np.zeros(volume.shape, dtype=np.float16)
-        else:
-            out = Path(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+            self._predict_into(volume, result, depth, margin, name, flush=False)
+            return result
+        with atomic_output(out) as tmp:
             result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=volume.shape)
+            self._predict_into(volume, result, depth, margin, name, flush=True)
+            del result
+        return np.load(out, mmap_mode="r")
+
+    def _predict_into(self, volume: Volume, result: np.ndarray, depth: int, margin: int, name: str, flush: bool) -> None:
         starts = range(0, depth, self.slab)
         for z0 in track(starts, len(starts), f"{name} 3d".strip(), self.progress):
             z1 = min(depth, z0 + self.slab)
@@ -101,11 +104,6 @@ class Engine3D:
             release_pages(volume.data)
             probs = torch.sigmoid(self._logits(x))[0, 0].numpy()
             result[z0:z1] = probs[z0 - lo : z1 - lo]
-            if tmp is not None:
+            if flush:
                 result.flush()
                 release_pages(result)
-        if tmp is None:
-            return result
-        del result
-        os.replace(tmp, out)
-        return np.load(out, mmap_mode="r")

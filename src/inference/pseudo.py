@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,17 +19,14 @@ import numpy as np
 
 from src.data.volumes import Volume
 from src.inference.engine import InferenceEngine
+from src.utils.files import atomic_output
 from src.utils.progress import track
 
 
 def write_png_atomic(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_output(path, keep_suffix=True) as tmp:  # OpenCV picks the format by the extension
         if not cv2.imwrite(str(tmp), image):
             raise OSError(f"{path}: OpenCV could not write this label")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensemble_fingerprint(engine: InferenceEngine) -> str:

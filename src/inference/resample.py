@@ -25,7 +25,6 @@ nearest (halves to even) and clipped, so they can differ by 1 from torch's round
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from src.data.volumes import release_pages
 from src.utils.errors import UserError
+from src.utils.files import atomic_output
 
 DTYPES = tuple(np.dtype(d) for d in (np.uint8, np.uint16, np.float16, np.float32))
 
@@ -168,14 +168,9 @@ def resample_to_file(src: np.ndarray, shape: Sequence[int], path: str | Path, ch
     """
     path = Path(path)
     shape, dtype = _prepare(src, shape, None, chunk, dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         resample_volume(src, shape, out=out, chunk=chunk)
         out.flush()
         del out
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
