@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.data.registry import Registry
+from src.data.registry import VIEWS, Registry
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import find_checkpoint, load_member
-from src.inference.engine import VIEWS, InferenceEngine, resolve_device
+from src.inference.engine import InferenceEngine, resolve_device
 from src.inference.pseudo import pseudo_label
 from src.inference.tta import TTA_MODES
 from src.utils.errors import UserError, cli_main

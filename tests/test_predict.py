@@ -143,7 +143,7 @@ def test_levers_change_the_prediction_as_documented(tmp_path, tiny_phantom, chec
 
 
 def test_bad_postprocess_mode_is_a_clear_error(tmp_path, tiny_phantom, checkpoint):
-    with pytest.raises(UserError, match="threshold_mode must be one of fixed, top_fraction"):
+    with pytest.raises(UserError, match="threshold_mode: unknown .*; choose one of fixed, top_fraction"):
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "postprocess.threshold_mode=best"))
 
 

@@ -16,9 +16,10 @@ import yaml
 from src.utils.errors import UserError
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "configs" / "registry.yaml"
-VIEWS = ("z", "xz", "zy")
 # axes of a (Z, H, W) volume that become (slice, row, column) of each view
+# The views of a volume: the axis order that makes each view's slices the first axis
 VIEW_AXES = {"z": (0, 1, 2), "xz": (1, 2, 0), "zy": (2, 0, 1)}
+VIEWS = tuple(VIEW_AXES)
 SPLITS = ("train", "external", "test")
 
 

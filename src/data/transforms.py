@@ -16,6 +16,7 @@ Masks stay binary: every geometric transform uses nearest-neighbour interpolatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,9 @@ import albumentations as A
 import cv2
 
 from src.utils.errors import UserError
+from src.utils.options import look_up
 
 REFLECT = cv2.BORDER_REFLECT_101
-SCHEMES = ("hard", "d4", "d4_scaled", "hard_random", "severe", "severe_v2", "kernel", "robust")
 
 
 class CentreKeepingChannelDropout(A.ChannelDropout):
@@ -129,63 +130,112 @@ def scale_augmentation(centre: float, limit: float = 0.2, p: float = 1.0) -> A.A
                     mask_interpolation=cv2.INTER_NEAREST, border_mode=REFLECT, p=p)
 
 
-def build_augmentation(scheme: str, img_size: int, scale_center: float | None = None, scale_limit: float = 0.2,
+# ---------------------------------------------------------------- the schemes, registered by name
+@dataclass(frozen=True)
+class Scheme:
+    """A named augmentation: ``crop`` is how it starts (``"vessel"``: reflect-pad to the crop size then
+    CropNonEmptyMaskIfExists, ``"random"``: pad then RandomCrop, ``None``: its steps crop themselves);
+    ``steps(size)`` builds what follows."""
+
+    crop: str | None
+    steps: Callable[[int], list]
+
+
+SCHEMES: dict[str, Scheme] = {}
+
+
+def scheme(name: str, crop: str | None = "vessel"):
+    """Register the decorated ``steps(size)`` function as the augmentation scheme ``name`` (``data.aug``)."""
+    def register(steps: Callable[[int], list]) -> Callable[[int], list]:
+        SCHEMES[name] = Scheme(crop, steps)
+        return steps
+    return register
+
+
+@scheme("hard")
+def _hard(size: int) -> list:
+    return [shift_scale_rotate(), *d4(), brightness_contrast_gamma()]
+
+
+@scheme("d4")
+def _d4(size: int) -> list:
+    return d4()
+
+
+@scheme("d4_scaled")
+def _d4_scaled(size: int) -> list:
+    return [shift_scale_rotate(rotate_limit=0), *d4()]
+
+
+@scheme("hard_random", crop="random")
+def _hard_random(size: int) -> list:
+    return [shift_scale_rotate(), *d4(), brightness_contrast_gamma(with_brightness_only=False)]
+
+
+@scheme("severe")
+def _severe(size: int) -> list:
+    return [
+        shift_scale_rotate(), *d4(), brightness_contrast_gamma(),
+        CentreKeepingChannelDropout(channel_drop_range=(1, 1), fill=0, p=0.5),
+        A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
+    ]
+
+
+@scheme("severe_v2")
+def _severe_v2(size: int) -> list:
+    return [
+        A.OneOf([shift_scale_rotate(interpolation=cv2.INTER_NEAREST), shift_scale_rotate(interpolation=cv2.INTER_LINEAR)], p=1.0),
+        *d4(), brightness_contrast_gamma(),
+    ]
+
+
+@scheme("kernel", crop=None)
+def _kernel(size: int) -> list:
+    return [
+        A.Rotate(limit=270, border_mode=REFLECT, p=0.25),
+        A.RandomScale(scale_limit=(-0.2, 0.25), interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST, p=0.25),
+        A.RandomCrop(height=size, width=size, pad_if_needed=True, border_mode=REFLECT, p=1.0),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.25),
+        A.GaussianBlur(blur_limit=(3, 7), p=0.1),
+        A.MotionBlur(blur_limit=(3, 7), p=0.1),
+        A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=REFLECT, p=0.1),
+    ]
+
+
+@scheme("robust")
+def _robust(size: int) -> list:
+    """"hard" plus what a test kidney from another scan changes (:func:`acquisition_shift`)."""
+    return [shift_scale_rotate(scale_limit=0.25), *d4(), *acquisition_shift()]
+
+
+def _crop_steps(crop: str | None, size: int) -> list:
+    if crop is None:
+        return []
+    pad = A.PadIfNeeded(min_height=size, min_width=size, border_mode=REFLECT, p=1.0)
+    cropper = {"vessel": A.CropNonEmptyMaskIfExists, "random": A.RandomCrop}[crop]
+    return [pad, cropper(height=size, width=size, p=1.0)]
+
+
+def build_augmentation(name: str, img_size: int, scale_center: float | None = None, scale_limit: float = 0.2,
                        scale_p: float = 1.0) -> Augmentation:
-    """``scheme`` with its leading pad + crop taken out where the dataset can do it on the memory map.
+    """The scheme ``name`` with its leading pad + crop apart, for the dataset to do on the memory map.
 
     ``scale_center`` (``data.scale_aug_center``; None or 0: off) adds :func:`scale_augmentation` right
-    after the crop (at the start of a scheme that crops later).
+    after the crop (at the start of a scheme that crops itself).
     """
-    full = build_transforms(scheme, img_size)
-    steps = list(full.transforms)
-    kinds = [type(t).__name__ for t in steps[:2]]
-    crop = {"CropNonEmptyMaskIfExists": "vessel", "RandomCrop": "random"}.get(kinds[1]) if kinds[0] == "PadIfNeeded" else None
-    extra = [scale_augmentation(float(scale_center), float(scale_limit), float(scale_p))] if scale_center else []
-    if crop is None:
-        full = A.Compose([*extra, *steps], p=1.0)
-        return Augmentation(scheme, int(img_size), None, full, full, A.Compose([], p=1.0))
-    full = A.Compose([*steps[:2], *extra, *steps[2:]], p=1.0)
-    return Augmentation(scheme, int(img_size), crop, A.Compose([*extra, *steps[2:]], p=1.0), full, A.Compose(steps[:2], p=1.0))
-
-
-def build_transforms(scheme: str, img_size: int) -> A.Compose:
-    """The training augmentation ``scheme`` for square crops of ``img_size``."""
+    spec = look_up(name, SCHEMES, "data.aug")
     size = int(img_size)
-    pad = A.PadIfNeeded(min_height=size, min_width=size, border_mode=REFLECT, p=1.0)
-    crop_vessels = A.CropNonEmptyMaskIfExists(height=size, width=size, p=1.0)
-    if scheme == "hard":
-        steps = [pad, crop_vessels, shift_scale_rotate(), *d4(), brightness_contrast_gamma()]
-    elif scheme == "d4":
-        steps = [pad, crop_vessels, *d4()]
-    elif scheme == "d4_scaled":
-        steps = [pad, crop_vessels, shift_scale_rotate(rotate_limit=0), *d4()]
-    elif scheme == "hard_random":
-        steps = [pad, A.RandomCrop(height=size, width=size, p=1.0), shift_scale_rotate(), *d4(),
-                 brightness_contrast_gamma(with_brightness_only=False)]
-    elif scheme == "severe":
-        steps = [
-            pad, crop_vessels, shift_scale_rotate(), *d4(), brightness_contrast_gamma(),
-            CentreKeepingChannelDropout(channel_drop_range=(1, 1), fill=0, p=0.5),
-            A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
-        ]
-    elif scheme == "severe_v2":
-        steps = [
-            pad, crop_vessels,
-            A.OneOf([shift_scale_rotate(interpolation=cv2.INTER_NEAREST), shift_scale_rotate(interpolation=cv2.INTER_LINEAR)], p=1.0),
-            *d4(), brightness_contrast_gamma(),
-        ]
-    elif scheme == "robust":  # "hard" plus what a test kidney from another scan changes (acquisition_shift)
-        steps = [pad, crop_vessels, shift_scale_rotate(scale_limit=0.25), *d4(), *acquisition_shift()]
-    elif scheme == "kernel":
-        steps = [
-            A.Rotate(limit=270, border_mode=REFLECT, p=0.25),
-            A.RandomScale(scale_limit=(-0.2, 0.25), interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST, p=0.25),
-            A.RandomCrop(height=size, width=size, pad_if_needed=True, border_mode=REFLECT, p=1.0),
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.25),
-            A.GaussianBlur(blur_limit=(3, 7), p=0.1),
-            A.MotionBlur(blur_limit=(3, 7), p=0.1),
-            A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=REFLECT, p=0.1),
-        ]
-    else:
-        raise UserError(f"unknown augmentation scheme data.aug={scheme!r} (choose one of {', '.join(SCHEMES)})")
-    return A.Compose(steps, p=1.0)
+    head, steps = _crop_steps(spec.crop, size), spec.steps(size)
+    extra = [scale_augmentation(float(scale_center), float(scale_limit), float(scale_p))] if scale_center else []
+    if spec.crop is None:
+        full = A.Compose([*extra, *steps], p=1.0)
+        return Augmentation(name, size, None, full, full, A.Compose([], p=1.0))
+    full = A.Compose([*head, *extra, *steps], p=1.0)
+    return Augmentation(name, size, spec.crop, A.Compose([*extra, *steps], p=1.0), full, A.Compose(head, p=1.0))
+
+
+def build_transforms(name: str, img_size: int) -> A.Compose:
+    """The whole training augmentation ``name`` (pad, crop and the rest) for square crops of ``img_size``."""
+    spec = look_up(name, SCHEMES, "data.aug")
+    size = int(img_size)
+    return A.Compose([*_crop_steps(spec.crop, size), *spec.steps(size)], p=1.0)

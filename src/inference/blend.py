@@ -13,13 +13,13 @@ the blend like a probability volume with values in ``SCORE_RANGE``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from src.utils.errors import UserError
-
-BLEND_MODES = ("roi", "average")
-SCORE_RANGE = {"roi": (0.0, 2.0), "average": (0.0, 1.0)}
+from src.utils.options import look_up
 
 
 def roi_mask(p2d_slice: np.ndarray, hull_threshold: float = 0.05, kernel: int = 5, iterations: int = 5) -> np.ndarray | None:
@@ -35,31 +35,34 @@ def roi_mask(p2d_slice: np.ndarray, hull_threshold: float = 0.05, kernel: int = 
     return cv2.dilate(region, np.ones((kernel, kernel), np.uint8), iterations=iterations)
 
 
-def blend_score_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,
-                      kernel: int = 5, iterations: int = 5, weight_2d: float = 1.0, weight_3d: float = 1.0) -> np.ndarray:
-    """Float32 score of one slice; the blend's mask is ``score > threshold``."""
-    p2d = np.asarray(p2d, dtype=np.float32)
-    p3d = np.asarray(p3d, dtype=np.float32)
-    if mode == "average":
-        return (weight_2d * p2d + weight_3d * p3d) / (weight_2d + weight_3d)
-    if mode != "roi":
-        raise UserError(f"unknown blend mode {mode!r} (choose one of {', '.join(BLEND_MODES)})")
+def _roi_score(p2d: np.ndarray, p3d: np.ndarray, threshold: float, hull_threshold: float, kernel: int, iterations: int,
+               **_) -> np.ndarray:
     region = roi_mask(p2d, hull_threshold, kernel, iterations)
     if region is None:
         return p2d + np.float32(threshold - hull_threshold)
     return region * p3d + p2d
 
 
-def blend_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,
-                kernel: int = 5, iterations: int = 5, weight_2d: float = 1.0, weight_3d: float = 1.0) -> np.ndarray:
-    """Binary (bool) mask of one slice from the 2-D and 3-D probabilities."""
-    p2d = np.asarray(p2d, dtype=np.float32)
-    p3d = np.asarray(p3d, dtype=np.float32)
-    if mode == "average":
-        return (weight_2d * p2d + weight_3d * p3d) / (weight_2d + weight_3d) > threshold
-    if mode != "roi":
-        raise UserError(f"unknown blend mode {mode!r} (choose one of {', '.join(BLEND_MODES)})")
-    region = roi_mask(p2d, hull_threshold, kernel, iterations)
-    if region is None:
-        return p2d > hull_threshold
-    return (region * p3d + p2d) > threshold
+def _average_score(p2d: np.ndarray, p3d: np.ndarray, weight_2d: float, weight_3d: float, **_) -> np.ndarray:
+    return (weight_2d * p2d + weight_3d * p3d) / (weight_2d + weight_3d)
+
+
+@dataclass(frozen=True)
+class BlendMode:
+    score: Callable[..., np.ndarray]  # (p2d, p3d, **blend settings) -> float32 score of a slice
+    value_range: tuple[float, float]  # the range of that score
+
+
+BLEND_MODES = {"roi": BlendMode(_roi_score, (0.0, 2.0)), "average": BlendMode(_average_score, (0.0, 1.0))}
+
+
+def blend_mode(mode: str) -> BlendMode:
+    return look_up(mode, BLEND_MODES, "blend.mode")
+
+
+def blend_score_slice(p2d: np.ndarray, p3d: np.ndarray, mode: str = "roi", threshold: float = 0.55, hull_threshold: float = 0.05,
+                      kernel: int = 5, iterations: int = 5, weight_2d: float = 1.0, weight_3d: float = 1.0) -> np.ndarray:
+    """Float32 score of one slice; the blend's mask is ``score > threshold``."""
+    return blend_mode(mode).score(np.asarray(p2d, dtype=np.float32), np.asarray(p3d, dtype=np.float32), threshold=threshold,
+                                  hull_threshold=hull_threshold, kernel=kernel, iterations=iterations, weight_2d=weight_2d,
+                                  weight_3d=weight_3d)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import ListConfig
 
-from src.inference.blend import SCORE_RANGE, blend_score_slice
+from src.inference.blend import blend_mode, blend_score_slice
 from src.inference.postprocess import THRESHOLD_MODES
 from src.utils.errors import UserError
+from src.utils.options import look_up
 
 
 def per_checkpoint(value, n: int, what: str, default) -> list:
@@ -86,14 +87,14 @@ def score_of(prob: np.ndarray, prob_3d: np.ndarray | None, threshold: float, ble
     if prob_3d is None:
         return Score(lambda z: np.asarray(prob[z]), float(threshold), (0.0, 1.0), prob)
     blend = dict(blend)
-    return Score(lambda z: blend_score_slice(prob[z], prob_3d[z], **blend), float(blend["threshold"]), SCORE_RANGE[blend["mode"]])
+    value_range = blend_mode(blend["mode"]).value_range
+    return Score(lambda z: blend_score_slice(prob[z], prob_3d[z], **blend), float(blend["threshold"]), value_range)
 
 
 def check_postprocess(post) -> tuple[str, float, int]:
     post = post or {}
     mode = str(post.get("threshold_mode", "fixed"))
-    if mode not in THRESHOLD_MODES:
-        raise UserError(f"postprocess.threshold_mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+    look_up(mode, THRESHOLD_MODES, "postprocess.threshold_mode")
     fraction = float(post.get("top_fraction", 0.002))
     min_size = int(post.get("min_component_size", 0) or 0)
     return mode, fraction, min_size

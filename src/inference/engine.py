@@ -29,16 +29,15 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-from src.data.registry import VIEW_AXES
+from src.data.registry import VIEW_AXES, VIEWS
 from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output, write_text_atomic
+from src.utils.options import look_up_all
 from src.utils.progress import progress_bar
 from src.utils.sizes import size_tuple
-
-VIEWS = ("z", "xz", "zy")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -187,11 +186,9 @@ class InferenceEngine:
     def __post_init__(self):
         if not self.members:
             raise UserError("the inference engine needs at least one model")
-        unknown = [v for v in self.views if v not in VIEWS]
-        if unknown:
-            raise UserError(f"unknown view(s) {unknown}; choose from {', '.join(VIEWS)}")
+        look_up_all(self.views, VIEWS, "engine.views")
         for m in self.members:
-            tta_views(m.tta)  # an unknown mode fails here, before any work
+            tta_views(m.tta, 2, f"{m.name or 'a model'}: tta")  # an unknown mode fails here, before any work
         self._device = resolve_device(self.device)
         self._devices = resolve_devices(self.devices, self._device)
         self._device = self._devices[0]

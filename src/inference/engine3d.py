@@ -20,23 +20,11 @@ from monai.inferers import sliding_window_inference
 from src.data.volumes import Volume, release_pages
 from src.inference.checkpoints import Member
 from src.inference.engine import resolve_device
+from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output
 from src.utils.progress import track
 from src.utils.sizes import size_tuple
-
-TTA_3D = ("none", "flip", "d4")
-
-
-def _views_3d(mode: str) -> list[tuple[int, tuple[int, ...]]]:
-    """(quarter turns in the (H, W) plane, flipped axes) of each view, axes of a (N, C, D, H, W) tensor."""
-    if mode == "none":
-        return [(0, ())]
-    if mode == "flip":
-        return [(0, ()), (0, (2,)), (0, (3,)), (0, (4,))]
-    if mode == "d4":
-        return [(k, flip) for k in range(4) for flip in ((), (2,))]
-    raise UserError(f"unknown 3-D test-time augmentation {mode!r} (choose one of {', '.join(TTA_3D)})")
 
 
 @dataclass
@@ -57,6 +45,7 @@ class Engine3D:
             raise UserError("the 3-D engine needs at least one model")
         self._device = resolve_device(self.device)
         for m in self.members:
+            tta_views(m.tta, 3, f"{m.name or 'a 3-D model'}: tta")  # an unknown mode fails here, before any work
             m.net.to(self._device).eval()
         self.total_weight = float(sum(m.weight for m in self.members))
         self.roi = size_tuple(self.roi_size, 3, "engine_3d.roi_size")
@@ -67,18 +56,13 @@ class Engine3D:
         total = None
         autocast = self.amp and self._device.type == "cuda"
         for m in self.members:
-            views = _views_3d(m.tta)
-            acc = None
-            for k, flips in views:
-                v = torch.rot90(x, k, dims=(3, 4)) if k else x
-                v = torch.flip(v, flips) if flips else v
+            def predict(v: torch.Tensor, net=m.net) -> torch.Tensor:
                 with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
-                    y = sliding_window_inference(v, roi, self.sw_batch_size, m.net, overlap=self.overlap, mode=self.mode,
-                                                 padding_mode="constant", sw_device=self._device, device="cpu").float()
-                y = torch.flip(y, flips) if flips else y
-                y = torch.rot90(y, -k, dims=(3, 4)) if k else y
-                acc = y if acc is None else acc + y
-            total = m.weight * acc / len(views) if total is None else total + m.weight * acc / len(views)
+                    return sliding_window_inference(v, roi, self.sw_batch_size, net, overlap=self.overlap, mode=self.mode,
+                                                    padding_mode="constant", sw_device=self._device, device="cpu").float()
+
+            y = with_tta(predict, x, m.tta, ndim=3, batched=False)
+            total = m.weight * y if total is None else total + m.weight * y
         return total / self.total_weight
 
     def predict(self, volume: Volume, out: str | Path | None = None, name: str = "") -> np.ndarray:

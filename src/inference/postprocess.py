@@ -25,6 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from src.data.volumes import release_pages
 from src.utils.errors import UserError
+from src.utils.options import look_up
 
 THRESHOLD_MODES = ("fixed", "top_fraction")
 CONNECTIVITIES = {6: 1, 18: 2, 26: 3}  # connectivity -> rank of scipy's generate_binary_structure
@@ -309,8 +310,7 @@ def postprocess_volume(score: np.ndarray, threshold_mode: str = "fixed", thresho
     or None for a new in-memory one; everything runs in z-chunks of ``chunk`` slices.
     Returns (mask, threshold used).
     """
-    if threshold_mode not in THRESHOLD_MODES:
-        raise UserError(f"threshold_mode must be one of {', '.join(THRESHOLD_MODES)}, got {threshold_mode!r}")
+    look_up(threshold_mode, THRESHOLD_MODES, "threshold_mode")
     if score.ndim != 3:
         raise UserError(f"score must be a (Z, H, W) volume, got shape {tuple(score.shape)}")
     chunk = _check_chunk(chunk)

@@ -1,7 +1,17 @@
-"""Test-time augmentation for 2-D slices: ``none``, ``flip`` (identity, vertical, horizontal) or ``d4``
-(the 8 rotations and reflections). Each view is undone on the output and the logits are averaged.
-Views of the same shape go through ``predict`` together, concatenated along the batch, so a sliding
-window fills its batches with windows of every flip at once."""
+"""Test-time augmentation for 2-D slices and 3-D volumes: each view is a number of quarter turns in the
+last two axes followed by flips of some axes; it is undone on the output and the outputs are averaged.
+
+Modes (``TTA_VIEWS[ndim][mode]``):
+
+* 2-D (``N, C, H, W``): ``none``; ``flip`` (identity, vertical, horizontal); ``d4`` (the 8 rotations and
+  reflections).
+* 3-D (``N, C, D, H, W``): ``none``; ``flip`` (identity and a flip of each axis, 4 views); ``d4`` (the four
+  quarter turns in the slice plane, each also flipped along z, 8 views).
+
+With ``batched=True`` views of the same shape go through ``predict`` together, concatenated along the
+batch, so a sliding window fills its batches with windows of every view at once (2-D); ``batched=False``
+predicts one view at a time (3-D slabs, where a batch of 8 views would not fit in memory).
+"""
 
 from __future__ import annotations
 
@@ -9,53 +19,58 @@ from collections.abc import Callable
 
 import torch
 
-from src.utils.errors import UserError
+from src.utils.options import look_up
 
-TTA_MODES = ("none", "flip", "d4")
+View = tuple[int, tuple[int, ...]]  # (quarter turns in the last two axes, flipped axes counted from the end)
+
+TTA_VIEWS: dict[int, dict[str, list[View]]] = {
+    2: {
+        "none": [(0, ())],
+        "flip": [(0, ()), (0, (-2,)), (0, (-1,))],
+        "d4": [(k, flips) for k in range(4) for flips in ((), (-1,))],
+    },
+    3: {
+        "none": [(0, ())],
+        "flip": [(0, ()), (0, (-3,)), (0, (-2,)), (0, (-1,))],
+        "d4": [(k, flips) for k in range(4) for flips in ((), (-3,))],
+    },
+}
+TTA_MODES = tuple(TTA_VIEWS[2])
 
 
-def tta_views(mode: str) -> list[tuple[int, bool, bool]]:
-    """(quarter turns, flip rows, flip columns) of each view."""
-    if mode == "none":
-        return [(0, False, False)]
-    if mode == "flip":
-        return [(0, False, False), (0, True, False), (0, False, True)]
-    if mode == "d4":
-        return [(k, False, flip) for k in range(4) for flip in (False, True)]
-    raise UserError(f"unknown test-time augmentation {mode!r} (choose one of {', '.join(TTA_MODES)})")
+def tta_views(mode: str, ndim: int = 2, what: str = "tta") -> list[View]:
+    """The views of ``mode`` for ``ndim`` spatial dimensions (a clear error naming ``what`` otherwise)."""
+    return look_up(mode, TTA_VIEWS[ndim], what)
 
 
-def _apply(x: torch.Tensor, k: int, rows: bool, cols: bool) -> torch.Tensor:
+def apply_view(x: torch.Tensor, view: View) -> torch.Tensor:
+    k, flips = view
     if k:
         x = torch.rot90(x, k, dims=(-2, -1))
-    if rows:
-        x = torch.flip(x, dims=(-2,))
-    if cols:
-        x = torch.flip(x, dims=(-1,))
-    return x
+    return torch.flip(x, flips) if flips else x
 
 
-def _undo(y: torch.Tensor, k: int, rows: bool, cols: bool) -> torch.Tensor:
-    if cols:
-        y = torch.flip(y, dims=(-1,))
-    if rows:
-        y = torch.flip(y, dims=(-2,))
-    if k:
-        y = torch.rot90(y, -k, dims=(-2, -1))
-    return y
+def undo_view(y: torch.Tensor, view: View) -> torch.Tensor:
+    k, flips = view
+    if flips:
+        y = torch.flip(y, flips)
+    return torch.rot90(y, -k, dims=(-2, -1)) if k else y
 
 
-def with_tta(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Mean of ``predict`` over the views of ``mode``, each mapped back to ``x``'s orientation; views of
-    one shape (all of them for a square image) are predicted in one call."""
-    views = tta_views(mode)
-    groups: dict[tuple[int, ...], list[tuple[int, bool, bool]]] = {}
-    for v in views:
-        groups.setdefault(tuple(_apply(x[:0], *v).shape), []).append(v)
+def with_tta(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str, ndim: int = 2,
+             batched: bool = True) -> torch.Tensor:
+    """Mean of ``predict`` over the views of ``mode``, each mapped back to ``x``'s orientation."""
+    views = tta_views(mode, ndim)
+    if batched:  # views of one shape (all of them for a square image) in one call
+        groups: dict[tuple[int, ...], list[View]] = {}
+        for v in views:
+            groups.setdefault(tuple(apply_view(x[:0], v).shape), []).append(v)
+    else:
+        groups = {i: [v] for i, v in enumerate(views)}
     total = None
     for group in groups.values():
-        ys = predict(torch.cat([_apply(x, *v) for v in group]) if len(group) > 1 else _apply(x, *group[0]))
+        ys = predict(torch.cat([apply_view(x, v) for v in group]) if len(group) > 1 else apply_view(x, group[0]))
         for v, y in zip(group, ys.split(x.shape[0])):
-            y = _undo(y, *v)
+            y = undo_view(y, v)
             total = y if total is None else total + y
     return total / len(views)

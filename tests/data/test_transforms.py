@@ -58,7 +58,7 @@ def test_hard_scheme_is_the_recipe():
 
 
 def test_unknown_scheme_is_a_clear_error():
-    with pytest.raises(UserError, match="unknown augmentation scheme data.aug='nope'"):
+    with pytest.raises(UserError, match="data.aug: unknown 'nope'"):
         build_transforms("nope", 64)
 
 

@@ -89,10 +89,10 @@ def test_reflect_padding_larger_than_the_image():
 def test_bad_engine_settings():
     with pytest.raises(UserError, match="at least one model"):
         InferenceEngine([])
-    with pytest.raises(UserError, match="unknown view"):
+    with pytest.raises(UserError, match="engine.views: unknown 'q'; choose one of z, xz, zy"):
         InferenceEngine([Member(CentreLogit(), 3)], views=("q",))
-    with pytest.raises(UserError, match="unknown test-time augmentation"):
-        engine([Member(CentreLogit(), 3, tta="d8")]).logits({3: torch.zeros(1, 3, 8, 8)})
+    with pytest.raises(UserError, match="tta: unknown 'd8'; choose one of none, flip, d4"):
+        engine([Member(CentreLogit(), 3, tta="d8")])
 
 
 def test_blocks_and_memory_maps_give_the_in_memory_result(volume, tmp_path):
