@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 
 from src.data.registry import VIEW_AXES, VIEWS
 from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
 from src.inference.checkpoints import Member
+from src.inference.sliding import sliding_window
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output, write_text_atomic
@@ -197,7 +197,6 @@ class InferenceEngine:
         self.total_weight = float(sum(m.weight for m in self.members))
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
-        self._weight_maps: dict = {}
         self.timings = {"read": 0.0, "device": 0.0, "write": 0.0}  # seconds spent in each stage, summed
         self._timing_lock = threading.Lock()
 
@@ -225,16 +224,6 @@ class InferenceEngine:
         return _Replica(device, nets)
 
     # ------------------------------------------------------------------ one batch of slices
-    def _weight_map(self, roi: tuple[int, int], device: torch.device) -> torch.Tensor | None:
-        if self.mode != "gaussian":
-            return None
-        key = (roi, str(device))
-        if key not in self._weight_maps:
-            from monai.data.utils import compute_importance_map
-
-            self._weight_maps[key] = compute_importance_map(roi, mode=self.mode, device=device)
-        return self._weight_maps[key]
-
     def slices_per_forward(self, hw: tuple[int, int]) -> int:
         """``slices_per_batch`` for slices as large as the roi; proportionally more for smaller (padded)
         slices, so that a forward holds about the same number of pixels whatever the view."""
@@ -251,10 +240,7 @@ class InferenceEngine:
             x = x.contiguous(memory_format=torch.channels_last)
         # windows smaller than the roi (thin sides) go more to a forward: about the same pixels per forward
         sw_batch = max(self.sw_batch_size, self.sw_batch_size * (roi[0] * roi[1]) // (window[0] * window[1]))
-        y = sliding_window_inference(
-            x, roi_size=window, sw_batch_size=sw_batch, predictor=net, overlap=self.overlap,
-            mode=self.mode, padding_mode=self.padding_mode, progress=False, roi_weight_map=self._weight_map(window, x.device),
-        )
+        y = sliding_window(x, net, window, sw_batch, self.overlap, self.mode, self.padding_mode)
         return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
 
     def _logits(self, replica: _Replica, stacks: dict[int, torch.Tensor]) -> torch.Tensor:

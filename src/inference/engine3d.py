@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from src.data.volumes import Volume, release_pages
 from src.inference.checkpoints import Member
 from src.inference.engine import resolve_device
+from src.inference.sliding import sliding_window
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output
@@ -58,8 +58,8 @@ class Engine3D:
         for m in self.members:
             def predict(v: torch.Tensor, net=m.net) -> torch.Tensor:
                 with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
-                    return sliding_window_inference(v, roi, self.sw_batch_size, net, overlap=self.overlap, mode=self.mode,
-                                                    padding_mode="constant", sw_device=self._device, device="cpu").float()
+                    return sliding_window(v, net, roi, self.sw_batch_size, self.overlap, self.mode, "constant",
+                                          sw_device=self._device, device="cpu").float()
 
             y = with_tta(predict, x, m.tta, ndim=3, batched=False)
             total = m.weight * y if total is None else total + m.weight * y

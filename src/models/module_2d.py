@@ -10,16 +10,15 @@ validates a contiguous range of slices; the logged values equal the single-proce
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
-from lightning import LightningModule
-from monai.inferers import sliding_window_inference
-from omegaconf import DictConfig, OmegaConf
 
-from src.metrics.surface_dice import SurfaceDiceAccumulator, score_from_histogram
+from src.inference.sliding import sliding_window
+from src.metrics.surface_dice import SurfaceDiceAccumulator
+from src.models.base import SegmentationModule, plain
 from src.models.visuals import overlay
+from src.utils.sizes import size_tuple
 
 
 def build_net(net: dict) -> torch.nn.Module:
@@ -27,20 +26,12 @@ def build_net(net: dict) -> torch.nn.Module:
     return smp.create_model(**net)
 
 
-def step_scheduled_optimizers(module: LightningModule, optimizer_factory: Callable, scheduler_factory: Callable | None) -> dict:
-    """The optimiser over ``module``'s parameters and, if any, its schedule stepped every optimiser step."""
-    optimizer = optimizer_factory(params=module.parameters())
-    if scheduler_factory is None:
-        return {"optimizer": optimizer}
-    scheduler = scheduler_factory(optimizer=optimizer)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+class SegmentationModule2D(SegmentationModule):
+    """A 2.5-D smp network trained on crops and validated on whole slices of a validation volume (the
+    module docstring); ``sd_thresholds`` are the thresholds of the logged ``val/sd@<th>``."""
 
+    prog_bar_metrics = ("val/dice", "val/sd@0.5")
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-class SegmentationModule2D(LightningModule):
     def __init__(
         self,
         net: dict,
@@ -54,8 +45,8 @@ class SegmentationModule2D(LightningModule):
         compile: bool = False,
     ):
         super().__init__()
-        net, val_window = _plain(net), _plain(val_window)
-        sd_thresholds = tuple(float(t) for t in _plain(sd_thresholds))
+        net, val_window = plain(net), plain(val_window)
+        sd_thresholds = tuple(float(t) for t in plain(sd_thresholds))
         self.save_hyperparameters({"net": net, "val_window": val_window, "sd_thresholds": sd_thresholds,
                                    "dice_threshold": dice_threshold, "log_images_every_n_steps": log_images_every_n_steps,
                                    "compile": compile}, logger=True)
@@ -63,10 +54,7 @@ class SegmentationModule2D(LightningModule):
         self.criterion = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self._reset_validation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        self._sd: list[SurfaceDiceAccumulator] = []
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
@@ -82,28 +70,22 @@ class SegmentationModule2D(LightningModule):
             dice = 2 * (pred * y).sum() / (pred.sum() + y.sum()).clamp(min=1)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         self.log("train/dice", dice, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
-        if self._log_images_now(batch_idx, training=True):
+        if self.images_now(batch_idx, training=True):
             self._log_images("train", x, y, torch.sigmoid(logits.detach().float()))
         return loss
 
     # ------------------------------------------------------------------ validation
-    def _reset_validation(self) -> None:
-        self._sd: list[SurfaceDiceAccumulator] = []
-        self._sums = torch.zeros(5, dtype=torch.float64)  # intersection, pred, target, loss * n, n
+    def sd_thresholds(self) -> tuple[float, ...]:
+        return self.hparams.sd_thresholds
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self._sd = [SurfaceDiceAccumulator(self.device) for _ in self.hparams.sd_thresholds]
-        self._sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
         w = self.hparams.val_window
-        roi = w["roi_size"]
-        roi = (roi, roi) if isinstance(roi, int) else tuple(roi)
-        return sliding_window_inference(
-            x, roi_size=roi, sw_batch_size=w.get("sw_batch_size", 8), predictor=self.net,
-            overlap=w.get("overlap", 0.25), mode=w.get("mode", "gaussian"), padding_mode=w.get("padding_mode", "reflect"),
-            progress=False,
-        )
+        return sliding_window(x, self.net, size_tuple(w["roi_size"], 2, "model.val_window.roi_size"), w.get("sw_batch_size", 8),
+                              w.get("overlap", 0.25), w.get("mode", "gaussian"), w.get("padding_mode", "reflect"))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x, y = batch["image"], batch["mask"]
@@ -117,45 +99,21 @@ class SegmentationModule2D(LightningModule):
                 acc.set_start(probs[0, 0] > th, truth[0])
         if scored.any():
             p, t, lg = probs[scored], y[scored], logits[scored]
-            hard = (p > self.hparams.dice_threshold).double()
-            n = int(scored.sum())
-            loss = self.criterion(lg, t).double()
-            self._sums += torch.stack([(hard * t).sum(), hard.sum(), t.double().sum(), loss * n, torch.tensor(n, dtype=torch.float64, device=self.device)])
+            self.totals.add(p > self.hparams.dice_threshold, t, self.criterion(lg, t), int(scored.sum()))
             for th, acc in zip(self.hparams.sd_thresholds, self._sd):
                 acc.update(p[:, 0] > th, truth[scored])
         if batch["last"][-1]:
             for acc in self._sd:
                 acc.close()
-        if self._log_images_now(batch_idx, training=False):
+        if self.images_now(batch_idx, training=False):
             self._log_images("val", x, y, probs)
 
     def on_validation_epoch_end(self) -> None:
-        hist = torch.stack([acc.hist for acc in self._sd])
-        sums = self._sums
-        distributed = self.trainer.world_size > 1
-        if distributed:
-            hist = self.trainer.strategy.reduce(hist, reduce_op="sum")
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        inter, pred_sum, true_sum, loss_sum, n = sums.tolist()
-        values = {
-            "val/loss": loss_sum / max(n, 1.0),
-            "val/dice": 2 * inter / (pred_sum + true_sum) if pred_sum + true_sum > 0 else 0.0,
-        }
-        for th, h in zip(self.hparams.sd_thresholds, hist):
-            sd = score_from_histogram(h)
-            values[f"val/sd@{th:g}"] = 0.0 if sd != sd else sd  # NaN (empty truth and prediction) -> 0
-        # every process holds the same totals; "max" keeps the value exact where "mean" could round it
-        for name, value in values.items():
-            self.log(name, value, prog_bar=name in ("val/dice", "val/sd@0.5"), sync_dist=distributed, reduce_fx="max")
+        for i, acc in enumerate(self._sd):
+            self.totals.add_surface(i, acc.hist)
+        super().on_validation_epoch_end()
 
     # ------------------------------------------------------------------ images
-    def _log_images_now(self, batch_idx: int, training: bool) -> bool:
-        every = self.hparams.log_images_every_n_steps
-        if not every or self.trainer.sanity_checking:
-            return False
-        step = self.global_step if training else batch_idx
-        return step % every == 0
-
     def _log_images(self, stage: str, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor) -> None:
         if self.global_rank != 0:
             return
@@ -165,7 +123,3 @@ class SegmentationModule2D(LightningModule):
             if hasattr(experiment, "add_image"):
                 picture = overlay(x, y, probs) if picture is None else picture
                 experiment.add_image(f"{stage}/overlay", picture, global_step=self.global_step, dataformats="HWC")
-
-    # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> dict:
-        return step_scheduled_optimizers(self, self.optimizer_factory, self.scheduler_factory)
