@@ -14,8 +14,12 @@ from src.data.registry import Group, Registry
 from src.data.transforms import build_augmentation
 from src.data.volumes import VolumeStore
 from src.utils.errors import UserError
+from src.utils.options import look_up
+from src.utils.sizes import size_tuple
 
 log = logging.getLogger(__name__)
+# how an external group's pseudo labels meet its own labels: united, or replacing them
+PSEUDO_MERGES = ("union", "replace")
 
 
 def check_in_channels(in_channels: int) -> int:
@@ -104,14 +108,16 @@ class MultiviewDataModule(LightningDataModule):
             raise UserError(f"data.sampling must be 'uniform' or 'organ_weighted', got {sampling!r}")
         if not 0.0 <= float(cutmix_p) <= 1.0:
             raise UserError(f"data.cutmix_p must be between 0 and 1, got {cutmix_p}")
-        if pseudo_merge not in ("union", "replace"):
-            raise UserError(f"data.pseudo_merge must be 'union' or 'replace', got {pseudo_merge!r}")
+        look_up(pseudo_merge, PSEUDO_MERGES, "data.pseudo_merge")
         self.data_dir = Path(data_dir)
         self.registry = Registry.load(registry)
         self.fold = self.registry.fold("2d", int(fold))
         if not 0.0 <= float(rotate3d_prob) <= 1.0:
             raise UserError(f"data.rotate3d_prob must be between 0 and 1, got {rotate3d_prob}")
-        self.augmentation = build_augmentation(aug, img_size, scale_aug_center, scale_aug_limit, scale_aug_p)
+        height, width = size_tuple(img_size, 2, "data.img_size")
+        if height != width:  # d4's quarter turns would change a crop's shape within a batch
+            raise UserError(f"data.img_size: the 2-D crops are square (the recipe's rotations need it), got {list(img_size)}")
+        self.augmentation = build_augmentation(aug, height, scale_aug_center, scale_aug_limit, scale_aug_p)
         self.batch_size_per_device = batch_size
         self.train_set: TrainSlices | None = None
         self.val_set: ValidationSlices | None = None

@@ -153,3 +153,13 @@ def test_external_kidney_joins_the_fold_once_pseudo_labels_exist(tmp_path, tiny_
     dm.setup("fit")
     hoa_source = [s for s in dm.train_set.sources if s.group.name == "hoa_ladaf_2020_31"]
     assert hoa_source and hoa_source[0].mask(0).all()  # round(p * 255) = 200 > 127: vessel
+
+
+def test_img_size_takes_an_int_or_a_square_pair_and_says_what_is_wrong_otherwise(tiny_phantom):
+    assert make(tiny_phantom, img_size=[24, 24]).augmentation.size == 24
+    with pytest.raises(UserError, match="data.img_size: the 2-D crops are square"):
+        make(tiny_phantom, img_size=[24, 32])
+    with pytest.raises(UserError, match="data.img_size must be an int or a list of 2 ints"):
+        make(tiny_phantom, img_size=[24, 24, 24])
+    with pytest.raises(UserError, match="data.pseudo_merge: unknown 'both'; choose one of union, replace"):
+        make(tiny_phantom, pseudo_merge="both")
