@@ -5,6 +5,6 @@ set -eu
 cd "$(dirname "$0")"
 . scripts/stage_env.sh
 for channels in 1 3; do
-    "$PYTHON" -m src.train --config-name=train_pseudo data.in_channels="$channels" \
+    "$PYTHON" -m src.train recipe=pseudo data.in_channels="$channels" \
         paths.data_dir="$DATA_DIR" paths.log_dir="$LOGS_DIR" "$@"
 done

@@ -5,6 +5,6 @@ set -eu
 cd "$(dirname "$0")"
 . scripts/stage_env.sh
 for fold in 0 1; do
-    "$PYTHON" -m src.train --config-name=train_pseudo_3d data.fold="$fold" \
+    "$PYTHON" -m src.train recipe=pseudo_3d data.fold="$fold" \
         paths.data_dir="$DATA_DIR" paths.log_dir="$LOGS_DIR" "$@"
 done

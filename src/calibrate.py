@@ -18,15 +18,12 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from src.utils.errors import UserError, cli_main
-from src.utils.resolvers import register_resolvers
-from src.utils.settings import REPO_ROOT
+from src.utils.entry import hydra_main
+from src.utils.errors import UserError
 
-register_resolvers()
 log = logging.getLogger(__name__)
 
 
@@ -155,8 +152,7 @@ def calibrate(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="calibrate")
-@cli_main  # a user mistake (even wrapped by Hydra or OmegaConf) becomes one line and exit status 2
+@hydra_main("calibrate")
 def main(cfg: DictConfig) -> None:
     calibrate(cfg)
 

@@ -8,7 +8,7 @@ Steps, each a command a user would run on the real data:
   5. ``python -m src.train experiment=demo paths.data_dir=data/phantom``  (stage 1, fold 0, on the CPU),
      next to the best global intensity threshold on the same validation volume
   6. ``python generate_pseudo.py`` and ``python generate_mutliview_pseudo.py``  (the external jp2 kidney)
-  7. ``python -m src.train --config-name=train_pseudo_3d experiment=demo3d``  (a small 3-D DynUNet)
+  7. ``python -m src.train recipe=pseudo_3d experiment=demo3d``  (a small 3-D DynUNet)
   8. ``python -m src.predict`` on the test kidneys with the 2-D model, the 3-D model alone, and the
      submitted 2-D + 3-D blend, each scored against ``solution.csv``; the threshold baseline on the
      same kidneys, and a PNG per kidney (one slice per view)
@@ -195,8 +195,8 @@ DEMO_3D = ["trainer.max_epochs=6", "data.samples_per_epoch=40", "data.val_sample
 def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
     """Train the small 3-D model (reusing a finished run)."""
     run_dir = work / "stage2_3d" / f"fold{fold}"
-    t = step(7, f"stage 2, 3-D: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_dir}")
-    ensure_run(run_dir, ["--config-name=train_pseudo_3d", "experiment=demo3d", f"data.fold={fold}", f"paths.data_dir={data}",
+    t = step(7, f"stage 2, 3-D: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_dir}")
+    ensure_run(run_dir, ["recipe=pseudo_3d", "experiment=demo3d", f"data.fold={fold}", f"paths.data_dir={data}",
                          *DEMO_3D, *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
     print(f"  best {metric} of the validation crops = {value:.4f} (epoch {epoch})")

@@ -27,14 +27,11 @@ import logging
 import shutil
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from src.utils.errors import UserError, cli_main
-from src.utils.resolvers import register_resolvers
-from src.utils.settings import REPO_ROOT
+from src.utils.entry import hydra_main
+from src.utils.errors import UserError
 
-register_resolvers()
 log = logging.getLogger(__name__)
 
 
@@ -117,8 +114,7 @@ def predict(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="predict")
-@cli_main  # a user mistake (even wrapped by Hydra or OmegaConf) becomes one line and exit status 2
+@hydra_main("predict")
 def main(cfg: DictConfig) -> None:
     if cfg.get("estimate"):
         estimate(cfg)

@@ -39,21 +39,9 @@ LEVER_RUNS = {
 
 
 def compose_cfg(config: str, overrides: list[str], run_dir: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from src.utils.entry import compose_config
 
-    from src.utils.resolvers import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config, return_hydra_config=True, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config(config, overrides, run_dir)
 
 
 def score(submission: Path, data: Path) -> dict[str, float]:
@@ -199,8 +187,8 @@ def one_seed(seed, data, work, args, calibrate, predict, ensure_run, best_checkp
         ensure_run(run_dir, ["experiment=demo", f"seed={seed}", f"paths.data_dir={data}", *overrides, *args.train_overrides], t)
         runs[name] = best_checkpoint_in(run_dir / "checkpoints")
     run_3d = work / "train" / "dynunet"
-    print(f"== seed {seed}, 3-D model: python -m src.train --config-name=train_pseudo_3d experiment=demo3d -> {run_3d}")
-    ensure_run(run_3d, ["--config-name=train_pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *demo_3d,
+    print(f"== seed {seed}, 3-D model: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_3d}")
+    ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *demo_3d,
                         *args.train_3d_overrides], time.perf_counter())
     ckpt_3d = best_checkpoint_in(run_3d / "checkpoints")
     common = [f"paths.data_dir={data}", f"engine_3d.roi_size={_roi(run_3d)}", f"progress={not args.quiet}"]

@@ -14,36 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.errors import UserError, find_user_error
-from src.utils.resolvers import register_resolvers
-from src.utils.settings import REPO_ROOT
+from src.utils.entry import hydra_main
+from src.utils.errors import raises_user_errors
 
-register_resolvers()
 log = logging.getLogger(__name__)
 
 
+@raises_user_errors  # a user mistake surfaces as UserError, also when Hydra or Lightning wrapped it
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Instantiate everything from ``cfg``, fit (or validate), return the final metrics.
-
-    A user mistake surfaces as :class:`UserError`, also when Hydra or Lightning wrapped it.
-    """
-    try:
-        return _train(cfg)
-    except Exception as err:
-        user = find_user_error(err)
-        if user is None or user is err:
-            raise
-        raise user from None
-
-
-def _train(cfg: DictConfig) -> dict[str, float]:
+    """Instantiate everything from ``cfg``, fit (or validate), return the final metrics."""
     import lightning as L
 
     from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -81,7 +66,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "configs"), config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -91,12 +76,7 @@ def main(cfg: DictConfig) -> float | None:
         from src.utils.config_tree import print_config_tree
 
         print_config_tree(cfg)
-    try:
-        metrics = train(cfg)
-    except UserError as err:  # a user mistake becomes one line and exit status 2
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    value = metrics.get(cfg.get("optimized_metric"))
+    value = train(cfg).get(cfg.get("optimized_metric"))
     if value is not None:
         log.info("%s = %.6f", cfg.optimized_metric, value)
     return value

@@ -2,28 +2,18 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from src.calibrate import calibrate
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
 from src.metrics.surface_dice import surface_dice
+from src.utils.entry import compose_config
 from src.utils.errors import UserError
-from src.utils.settings import REPO_ROOT
 
 
 def cfg_for(tmp_path, data, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("calibrate", return_hydra_config=True, overrides=[
-            f"paths.data_dir={data}", "progress=false", "engine.roi_size=32", "engine.sw_batch_size=16", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config("calibrate", [
+        f"paths.data_dir={data}", "progress=false", "engine.roi_size=32", "engine.sw_batch_size=16", *overrides], tmp_path / "run")
 
 
 @pytest.fixture

@@ -6,13 +6,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from src.metrics.rle import rle_decode
 from src.predict import predict
+from src.utils.entry import compose_config
 from src.utils.errors import UserError
 from src.utils.settings import REPO_ROOT
 from tests.inference.helpers import write_checkpoint
@@ -24,15 +21,9 @@ def checkpoint(tmp_path_factory):
 
 
 def cfg_for(tmp_path, data, checkpoint, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("predict", return_hydra_config=True, overrides=[
-            f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={tmp_path / 'submission.csv'}",
-            "engine.roi_size=32", "engine.sw_batch_size=16", "progress=false", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config("predict", [
+        f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={tmp_path / 'submission.csv'}",
+        "engine.roi_size=32", "engine.sw_batch_size=16", "progress=false", *overrides], tmp_path / "run")
 
 
 def test_submission_follows_sample_submission(tmp_path, tiny_phantom, checkpoint):

@@ -43,8 +43,8 @@ def test_train_sh_runs_the_recipe_four_runs_with_settings_paths(tmp_path):
 def test_train_pseudo_v2_sh_runs_folds_0_and_1(tmp_path):
     calls = run_script("train_pseudo_v2.sh", tmp_path, "trainer=ddp")
     assert [(c[c.index("-m") + 1], c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
-        ("src.train", "--config-name=train_pseudo_v2", "data.fold=0"),
-        ("src.train", "--config-name=train_pseudo_v2", "data.fold=1"),
+        ("src.train", "recipe=pseudo_v2", "data.fold=0"),
+        ("src.train", "recipe=pseudo_v2", "data.fold=1"),
     ]
     assert all(c[-1] == "trainer=ddp" and f"paths.data_dir={setting('RAW_DATA_DIR')}" in c for c in calls)
 
@@ -52,15 +52,15 @@ def test_train_pseudo_v2_sh_runs_folds_0_and_1(tmp_path):
 def test_train_pseudo_sh_runs_one_and_three_channels(tmp_path):
     calls = run_script("train_pseudo.sh", tmp_path)
     assert [(c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
-        ("--config-name=train_pseudo", "data.in_channels=1"),
-        ("--config-name=train_pseudo", "data.in_channels=3"),
+        ("recipe=pseudo", "data.in_channels=1"),
+        ("recipe=pseudo", "data.in_channels=3"),
     ]
 
 
 def test_train_pseudo_3d_sh_runs_folds_0_and_1(tmp_path):
     calls = run_script("train_pseudo_3d.sh", tmp_path, "trainer=gpu")
     assert [(c[c.index("-m") + 2], c[c.index("-m") + 3]) for c in calls] == [
-        ("--config-name=train_pseudo_3d", "data.fold=0"),
-        ("--config-name=train_pseudo_3d", "data.fold=1"),
+        ("recipe=pseudo_3d", "data.fold=0"),
+        ("recipe=pseudo_3d", "data.fold=1"),
     ]
     assert all(c[-1] == "trainer=gpu" for c in calls)

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from src.train import train
+from src.utils.entry import compose_config
 from src.utils.errors import UserError
 from src.utils.settings import REPO_ROOT
 
@@ -31,15 +29,11 @@ TINY = [
 ]
 
 
-def compose_cfg(overrides, output_dir=None, config="train"):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose(config, overrides=overrides, return_hydra_config=True)
+def compose_cfg(overrides, output_dir=None):
+    cfg = compose_config("train", overrides, output_dir)
     if output_dir is not None:
         with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
             cfg.paths.log_dir = str(output_dir)
-        HydraConfig().set_config(cfg)
     return cfg
 
 
@@ -155,23 +149,23 @@ def test_two_runs_started_at_once_get_different_folders(tmp_path):
 
 
 def test_stage2_configs_carry_the_recipe():
-    v2 = compose_cfg([], config="train_pseudo_v2")
+    v2 = compose_cfg(["recipe=pseudo_v2"])
     assert (v2.data.sampling, v2.data.cutmix_p, v2.model.net.decoder_attention_type) == ("organ_weighted", 0.5, "scse")
     assert (v2.model.scheduler.T_max, v2.trainer.max_epochs, v2.data.fold, v2.task_name) == (68000, 60, 0, "train_pseudo_v2")
     assert v2.model.net.encoder_name == "tu-tf_efficientnet_b5" and v2.data.batch_size == 32 and v2.data.img_size == 512
-    best = compose_cfg([], config="train_pseudo")
+    best = compose_cfg(["recipe=pseudo"])
     assert (best.data.fold, best.model.scheduler.T_max, best.task_name) == (-1, 34000, "train_pseudo")
 
 
 def test_stage2_fast_dev_run_on_tiny_phantom(tiny_phantom, tmp_path):
     cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "logger=csv",
-                       "model.net.decoder_channels=[64,32,16,16,16]"], tmp_path, config="train_pseudo_v2")  # scSE needs >= 16
+                       "model.net.decoder_channels=[64,32,16,16,16]", "recipe=pseudo_v2"], tmp_path)  # scSE needs >= 16
     assert cfg.data.sampling == "organ_weighted" and cfg.model.net.decoder_attention_type == "scse"
     assert "val/sd@0.5" in train(cfg)
 
 
 def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
-    recipe = compose_cfg([], config="train_pseudo_3d")
+    recipe = compose_cfg(["recipe=pseudo_3d"])
     net = recipe.model.net
     assert (net.spatial_dims, net.in_channels, net.out_channels, net.dropout) == (3, 1, 1, 0.1)
     assert list(map(list, net.kernel_size)) == [[3, 3, 3]] * 6 and list(map(list, net.strides)) == [[1, 1, 1]] + [[2, 2, 2]] * 5
@@ -183,7 +177,7 @@ def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
     assert recipe.data.vessel_p == 0.5 and recipe.run_name == "DynUNet_size_192_bs4"
     cfg = compose_cfg(["experiment=demo3d", f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "extras.print_config=false",
                        "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
-                       "trainer.enable_model_summary=false"], tmp_path, config="train_pseudo_3d")
+                       "trainer.enable_model_summary=false", "recipe=pseudo_3d"], tmp_path)
     assert cfg.trainer.max_epochs == 2  # experiment values come after the stage's
     metrics = train(cfg)
     assert {"val/loss", "val/dice", "val/sd@0.5"} <= set(metrics)

@@ -11,29 +11,22 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
 from src.metrics.rle import rle_decode
 from src.metrics.surface_dice import surface_dice
-from src.utils.settings import REPO_ROOT
+from src.utils.entry import compose_config
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def compose_cfg(config, overrides, output_dir):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config, overrides=overrides, return_hydra_config=True)
+    cfg = compose_config(config, overrides, output_dir)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
         if "log_dir" in cfg.paths:
             cfg.paths.log_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
     return cfg
 
 

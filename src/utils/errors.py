@@ -31,8 +31,8 @@ def find_user_error(err: BaseException | None) -> UserError | None:
     return None
 
 
-def cli_main(func: F) -> F:
-    """Decorate a command-line ``main``: a :class:`UserError` becomes one line on stderr and exit 2."""
+def raises_user_errors(func: F) -> F:
+    """Decorate a task so that a :class:`UserError` wrapped by Hydra or Lightning surfaces as itself."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -40,9 +40,24 @@ def cli_main(func: F) -> F:
             return func(*args, **kwargs)
         except Exception as err:
             user = find_user_error(err)
-            if user is None:
+            if user is None or user is err:
                 raise
-            print(f"error: {user}", file=sys.stderr)
+            raise user from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def cli_main(func: F) -> F:
+    """Decorate a command-line ``main``: a :class:`UserError` (wrapped or not) becomes one line on stderr
+    and exit status 2; Ctrl-C one line and exit status 130."""
+    task = raises_user_errors(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -2,14 +2,11 @@
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from src.data.volumes import VolumeStore
 from src.inference.predictor import WORK_FILES, KidneyPredictor
 from src.metrics.rle import rle_decode
-from src.utils.settings import REPO_ROOT
+from src.utils.entry import compose_config
 from tests.inference.helpers import write_checkpoint
 
 
@@ -19,13 +16,8 @@ def checkpoint(tmp_path_factory):
 
 
 def config(tmp_path, data, checkpoint, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("predict", overrides=[f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", "engine.roi_size=32",
-                                            "engine.sw_batch_size=16", "progress=false", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    return cfg
+    return compose_config("predict", [f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", "engine.roi_size=32",
+                                      "engine.sw_batch_size=16", "progress=false", *overrides], tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
