@@ -17,10 +17,14 @@ install:
 demo: install
 	$(PYTHON) -m src.demo
 
+# Both run ruff (rules in pyproject.toml) first; `test` skips the tests marked slow (end-to-end demo,
+# robustness, notebook execution, DDP), `test-all` runs everything.
 test: install
+	$(PYTHON) -m ruff check .
 	$(PYTEST) -m "not slow"
 
 test-all: install
+	$(PYTHON) -m ruff check .
 	$(PYTEST)
 
 bench: install

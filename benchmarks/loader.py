@@ -62,7 +62,8 @@ class NaiveSlices(Dataset):
         image = np.stack(planes, -1)
         mask = (cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED) > 127).astype(np.uint8)
         out = self.transform(image=image, mask=mask)
-        return {"image": torch.from_numpy(out["image"].transpose(2, 0, 1).copy()), "mask": torch.from_numpy(out["mask"][None].astype(np.float32))}
+        return {"image": torch.from_numpy(out["image"].transpose(2, 0, 1).copy()),
+                "mask": torch.from_numpy(out["mask"][None].astype(np.float32))}
 
 
 REAL_SHAPES = {"kidney_1_dense": (1303, 912), "kidney_2": (1041, 1511), "kidney_3_sparse": (1706, 1510)}
@@ -139,7 +140,8 @@ def measure(data: Path, what: str, samples: int) -> float:
     dm.setup("fit")
     ours = dm.train_set
     shape = ours.sources[0].image.shape
-    print(f"{what}: {len(ours)} training samples (e.g. {shape[1]}x{shape[2]}, {shape[0]} per folder), crop 512, 3 channels, batch {BATCH}, 1 worker")
+    print(f"{what}: {len(ours)} training samples (e.g. {shape[1]}x{shape[2]}, {shape[0]} per folder), crop 512, 3 channels, "
+          f"batch {BATCH}, 1 worker")
     aug = dm.augmentation
     crop_only = Augmentation(aug.scheme, aug.size, aug.crop, A.Compose([]), A.Compose(aug.full.transforms[:2]))
     print(f"{'pipeline':<30}{'naive samples/s':>16}{'store samples/s':>16}{'speed-up':>10}")

@@ -80,7 +80,8 @@ def main(argv=None):
         write_phantom_volume(tmp / "train" / "kidney_1_dense", args.shape)
         volume = int(np.prod(args.shape)) * 2
         print(f"volume {args.shape[0]}x{args.shape[1]}x{args.shape[2]} uint16 = {volume / 2**20:.0f} MiB (+ uint8 labels)")
-        rows = [("project (memory-mapped store)", *run_child(CHILD_PROJECT, tmp)), ("naive (whole volume in RAM)", *run_child(CHILD_NAIVE, tmp))]
+        rows = [("project (memory-mapped store)", *run_child(CHILD_PROJECT, tmp)),
+                ("naive (whole volume in RAM)", *run_child(CHILD_NAIVE, tmp))]
         print(f"{'method':<32}{'peak RSS above imports':>24}{'x volume':>10}{'seconds':>10}")
         for name, rss, secs in rows:
             print(f"{name:<32}{rss / 2**20:>20.0f} MiB{rss / volume:>10.2f}{secs:>10.1f}")

@@ -210,7 +210,8 @@ def test_baselines(data: Path) -> dict[str, float]:
     solution = pd.read_csv(data / "solution.csv", keep_default_na=False)
     store, out = VolumeStore(progress=False), {}
     for kidney in sorted(solution.image_id.unique()):
-        out[kidney] = best_threshold(threshold_baseline(store.open(data / "test" / kidney / "images"), solution_volume(solution, kidney)))[1]
+        image = store.open(data / "test" / kidney / "images")
+        out[kidney] = best_threshold(threshold_baseline(image, solution_volume(solution, kidney)))[1]
     return out
 
 

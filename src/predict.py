@@ -6,8 +6,9 @@
 Every ``<test_dir>/<kidney>/images`` folder is a test volume. The inference engine averages the
 ensemble over the three views into a float16 probability memory map in the run folder, which is
 thresholded slice by slice into RLE rows (with 3-D checkpoints, ``checkpoints_3d=[...]``, the 3-D
-probabilities are blended in as the 4th place submitted: see ``src/inference/blend.py``); the rows follow ``sample_submission.csv`` (every id present,
-``1 0`` for an empty slice). Works with the public download's 3 slices per kidney.
+probabilities are blended in as the 4th place submitted: see ``src/inference/blend.py``); the rows
+follow ``sample_submission.csv`` (every id present, ``1 0`` for an empty slice). Works with the public
+download's 3 slices per kidney.
 
 ``estimate=true`` predicts nothing: it times a few batches per model and view on the present device(s)
 and prints the estimated time for every test kidney, to check an ensemble against Kaggle's 9 hours

@@ -7,7 +7,8 @@ Finds the best checkpoint of each stage-1 run (``<logs>/train/runs/<run>/<fold>`
 plain and with d4 test-time augmentation, predicts every slice along the three axes (sliding window
 roi 800, overlap 0.25, gaussian, reflect), averages the weighted logits, and writes
 ``train_ext/<name>/labels/NNNN.png`` = round(probability * 255). Rerunning keeps the labels already
-written and resumes an interrupted prediction. Then run ``generate_mutliview_pseudo.py``. (``generate_pseudo.py`` at the top level runs this module.)
+written and resumes an interrupted prediction. Then run ``generate_mutliview_pseudo.py``.
+(``generate_pseudo.py`` at the top level runs this module.)
 
 ``--split train`` labels the train kidneys instead (kidney_1_dense, kidney_2, kidney_3_sparse: every
 train group with a ``pseudo_labels`` folder in the registry) into ``train/<kidney>/pseudo_labels``,
@@ -106,8 +107,9 @@ def main(argv=None) -> dict:
     if args.volumes:
         unknown = sorted(set(args.volumes) - {g.name for g in groups})
         if unknown:
+            choices = [g.name for g in registry.base_groups(args.split) if args.split == "external" or g.pseudo_labels]
             raise UserError(f"--volumes {' '.join(unknown)}: not a {args.split} group that takes pseudo labels "
-                            f"(choose from {', '.join(g.name for g in registry.base_groups(args.split) if args.split == 'external' or g.pseudo_labels)})")
+                            f"(choose from {', '.join(choices)})")
     present = [g for g in groups if g.is_present(data, need_labels=False)]
     if not present:
         raise UserError(f"no {args.split} volume under {data} (looked for {', '.join(g.images for g in groups)})")

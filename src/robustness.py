@@ -47,7 +47,8 @@ def compose_cfg(config: str, overrides: list[str], run_dir: Path):
 def score(submission: Path, data: Path) -> dict[str, float]:
     from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, read_csv, score_submission
 
-    return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(data / "solution.csv", SOLUTION_COLUMNS, "solution"))
+    return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"),
+                            read_csv(data / "solution.csv", SOLUTION_COLUMNS, "solution"))
 
 
 def seed_list(text: str) -> list[int]:

@@ -1,13 +1,10 @@
 import json
 
 import pandas as pd
+import pytest
 
 from src.demo import main
-
-TINY_3D = ["trainer.max_epochs=1", "data.samples_per_epoch=4", "data.val_samples_per_epoch=2", "~callbacks.rich_progress_bar",
-           "trainer.enable_progress_bar=false"]
-TINY_TRAIN = ["data.img_size=64", "data.batch_size=4", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-              "~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false"]
+from tests.overrides import TINY_3D, TINY_TRAIN
 
 
 def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):
@@ -29,6 +26,7 @@ def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     data, work = tmp_path / "phantom", tmp_path / "work"
     results = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN, "--train-3d", *TINY_3D])

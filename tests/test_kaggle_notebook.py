@@ -16,14 +16,12 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from src.metrics.rle import rle_decode
 from src.utils.settings import REPO_ROOT
-from tests.inference.helpers import write_checkpoint
-from tests.inference.test_blend_3d import TINY_DYNUNET
+from tests.inference.helpers import write_checkpoint, write_checkpoint_3d
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "kaggle_inference.ipynb"
 BUILDER = REPO_ROOT / "scripts" / "build_kaggle_datasets.py"
@@ -36,18 +34,6 @@ def load_builder():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def write_checkpoint_3d(path: Path) -> Path:
-    """A tiny DynUNet checkpoint as the 3-D Lightning module writes it (as in tests/test_predict.py)."""
-    from monai.networks.nets import DynUNet
-
-    torch.manual_seed(0)
-    net = DynUNet(**TINY_DYNUNET)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"net": TINY_DYNUNET, "net_kind": "dynunet"},
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +133,7 @@ def text_of(nb) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_notebook_predicts_the_phantom_offline(tmp_path, tiny_phantom, datasets, monkeypatch):
     code = datasets / "code"
     code_files = sorted(p.relative_to(code).as_posix() for p in code.rglob("*"))
@@ -173,6 +160,7 @@ def test_notebook_predicts_the_phantom_offline(tmp_path, tiny_phantom, datasets,
     assert not (work / "predict" / "probabilities").exists() and not (work / "cache").exists()
 
 
+@pytest.mark.slow
 def test_notebook_without_2d_checkpoints_says_so(tmp_path, tiny_phantom, datasets, monkeypatch):
     (tmp_path / "models" / "2d").mkdir(parents=True)
     with pytest.raises(CellExecutionError, match="no 2-D checkpoint: expected .*/2d/\\*.ckpt"):

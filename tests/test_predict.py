@@ -12,7 +12,7 @@ from src.predict import predict
 from src.utils.entry import compose_config
 from src.utils.errors import UserError
 from src.utils.settings import REPO_ROOT
-from tests.inference.helpers import write_checkpoint
+from tests.inference.helpers import write_checkpoint, write_checkpoint_3d
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +81,7 @@ def test_cli_error_is_one_line(tmp_path, tiny_phantom):
 
 
 def test_2d_and_3d_checkpoints_are_blended(tmp_path, tiny_phantom, checkpoint):
-    import torch
-    from monai.networks.nets import DynUNet
-
-    from tests.inference.test_blend_3d import TINY_DYNUNET
-
-    net = DynUNet(**TINY_DYNUNET)
-    ckpt3d = tmp_path / "3d.ckpt"
-    torch.save({"hyper_parameters": {"net": TINY_DYNUNET, "net_kind": "dynunet"},
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt3d)
+    ckpt3d, _ = write_checkpoint_3d(tmp_path / "3d.ckpt")
     for mode in ("roi", "average"):
         out = predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
                               f"blend.mode={mode}", "keep_probabilities=true"))
@@ -125,7 +117,8 @@ def test_levers_change_the_prediction_as_documented(tmp_path, tiny_phantom, chec
         labels, n = ndimage.label(m, np.ones((3, 3, 3)))
         sizes = np.bincount(labels.ravel())[1:]
         assert n == 0 or sizes.min() >= size
-        assert (m <= base[kidney]).all() and m.sum() == sum(s for s in np.bincount(ndimage.label(base[kidney], np.ones((3, 3, 3)))[0].ravel())[1:] if s >= size)
+        component_sizes = np.bincount(ndimage.label(base[kidney], np.ones((3, 3, 3)))[0].ravel())[1:]
+        assert (m <= base[kidney]).all() and m.sum() == sum(s for s in component_sizes if s >= size)
     # resolution: kidney_6 (63.08 um) changes, kidney_5 (50.28 um, within min_change) does not
     rescaled = _masks(pd.read_csv(predict(cfg_for(tmp_path, tiny_phantom, checkpoint, "threshold=0.45", "resolution.rescale=true")),
                                   keep_default_na=False), solution)

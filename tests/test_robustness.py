@@ -3,7 +3,7 @@ import json
 import pytest
 
 from src.robustness import spread_verdict, summarise
-from tests.test_demo import TINY_3D, TINY_TRAIN
+from tests.overrides import TINY_3D, TINY_TRAIN
 
 
 def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():

@@ -64,7 +64,8 @@ def test_cli_subprocess_exit_codes(files, kidneys, tmp_path):
     sub = write_submission(tmp_path / "ok.csv", kidneys)
     ok = subprocess.run([sys.executable, "-m", "src.score", str(sub), str(solution_csv)], capture_output=True, text=True, cwd=REPO_ROOT)
     assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1] == "score 1.000000"
-    bad = subprocess.run([sys.executable, "-m", "src.score", str(tmp_path / "missing.csv"), str(solution_csv)], capture_output=True, text=True, cwd=REPO_ROOT)
+    bad = subprocess.run([sys.executable, "-m", "src.score", str(tmp_path / "missing.csv"), str(solution_csv)],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 

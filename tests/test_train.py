@@ -43,9 +43,11 @@ def test_default_config_carries_the_recipe():
     assert cfg.model.net.encoder_weights == "imagenet"
     assert cfg.model.optimizer._target_ == "torch.optim.RAdam" and cfg.model.optimizer.lr == 3e-4
     assert cfg.model.scheduler.T_max == 17000 and cfg.model.scheduler.eta_min == 1e-6
-    assert (cfg.data.img_size, cfg.data.batch_size, cfg.data.in_channels, cfg.data.train_mutliplier, cfg.data.aug) == (512, 32, 3, 2, "hard")
+    data = cfg.data
+    assert (data.img_size, data.batch_size, data.in_channels, data.train_mutliplier, data.aug) == (512, 32, 3, 2, "hard")
     assert cfg.trainer.max_epochs == 30 and cfg.trainer.gradient_clip_val == 12
-    assert dict(cfg.model.val_window) == {"roi_size": 512, "sw_batch_size": 8, "overlap": 0.25, "mode": "gaussian", "padding_mode": "reflect"}
+    assert dict(cfg.model.val_window) == {"roi_size": 512, "sw_batch_size": 8, "overlap": 0.25, "mode": "gaussian",
+                                          "padding_mode": "reflect"}
     assert list(cfg.model.sd_thresholds) == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
     cb = cfg.callbacks.model_checkpoint
     assert (cb.monitor, cb.save_top_k, cb.save_last, cb.filename) == ("val/dice", 3, True, "epoch_{epoch:03d}_dice_{val/dice:.4f}")
@@ -89,7 +91,8 @@ def test_resume_from_checkpoint(tiny_phantom, tmp_path):
     assert last.exists()
     assert len(list((tmp_path / "a" / "checkpoints").glob("epoch_000_dice_*.ckpt"))) == 1
     second = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-                          "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv", f"ckpt_path={last}"], tmp_path / "b")
+                          "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv", f"ckpt_path={last}"],
+                         tmp_path / "b")
     train(second)
     import torch
 
@@ -107,7 +110,8 @@ def test_clear_errors_in_process(tiny_phantom, tmp_path):
 
 def checkout_env():
     """Subprocesses import this checkout's ``src``, whichever checkout ``make install`` registered last."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
 
 
 def run_cli(*overrides, cwd):
@@ -123,6 +127,7 @@ def test_cli_bad_data_dir_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_ddp_sim_validation_equals_single_process(tiny_phantom, tmp_path):
     """2 CPU processes (gloo) validate contiguous halves of the volume; the surface Dice is the same."""
     common = [f"paths.data_dir={tiny_phantom}", f"paths.log_dir={tmp_path}", "train=false", "logger=csv",
@@ -141,7 +146,8 @@ def test_ddp_sim_validation_equals_single_process(tiny_phantom, tmp_path):
 
 def test_two_runs_started_at_once_get_different_folders(tmp_path):
     code = "import sys; from src.utils.resolvers import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "runs" / "name" / "0")], stdout=subprocess.PIPE, text=True, env=checkout_env())
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "runs" / "name" / "0")], stdout=subprocess.PIPE, text=True,
+                              env=checkout_env())
              for _ in range(4)]
     dirs = [p.communicate()[0].strip() for p in procs]
     assert len(set(dirs)) == 4 and all(Path(d).is_dir() for d in dirs)
@@ -173,7 +179,8 @@ def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
     opt = recipe.model.optimizer
     assert (opt._target_, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 1e-2, 0.99, True, 3e-5)
     assert (recipe.model.scheduler.T_max, recipe.trainer.max_epochs) == (125000, 500)
-    assert (recipe.data.img_size, recipe.data.batch_size, recipe.data.samples_per_epoch, recipe.data.val_samples_per_epoch) == (192, 4, 2000, 200)
+    data = recipe.data
+    assert (data.img_size, data.batch_size, data.samples_per_epoch, data.val_samples_per_epoch) == (192, 4, 2000, 200)
     assert recipe.data.vessel_p == 0.5 and recipe.run_name == "DynUNet_size_192_bs4"
     cfg = compose_cfg(["experiment=demo3d", f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "extras.print_config=false",
                        "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",

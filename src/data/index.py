@@ -34,7 +34,8 @@ def group_rows(group: Group, data_dir: Path) -> list[dict]:
             raise UserError(f"{labels[missing[0]]}: no image slice {missing[0]:04d} in {group.images_dir(data_dir)}")
         if not group.images_follow_labels and len(images) != len(labels):
             extra = sorted(set(images) - set(labels))
-            raise UserError(f"{group.images_dir(data_dir)}: {len(images)} image slices but {len(labels)} labels (no label for slice {extra[0]:04d})")
+            raise UserError(f"{group.images_dir(data_dir)}: {len(images)} image slices but {len(labels)} labels "
+                            f"(no label for slice {extra[0]:04d})")
     else:
         numbers = sorted(images)
     rows, first_shape = [], None
@@ -43,7 +44,8 @@ def group_rows(group: Group, data_dir: Path) -> list[dict]:
         shape = slice_shape(img)
         first_shape = first_shape or shape
         if shape != first_shape:
-            raise UserError(f"{img}: slice is {shape[0]}x{shape[1]}, expected {first_shape[0]}x{first_shape[1]} like the group's first slice")
+            raise UserError(f"{img}: slice is {shape[0]}x{shape[1]}, "
+                            f"expected {first_shape[0]}x{first_shape[1]} like the group's first slice")
         msk = labels.get(n)
         rows.append(
             {

@@ -134,7 +134,8 @@ def project_pseudo_labels(
     image = store.open(group.images_dir(data_dir), "image")
     label = store.open(source, "label")
     if label.shape != image.shape:
-        raise UserError(f"{source}: pseudo labels are {label.shape} but the images are {image.shape}; rerun generate_pseudo.py --split train")
+        raise UserError(f"{source}: pseudo labels are {label.shape} but the images are {image.shape}; "
+                        "rerun generate_pseudo.py --split train")
     for view in todo:
         _write_atomic(outs[view], [(label, "", label.suffix)], view, block_bytes, workers, progress)
     return todo

@@ -32,7 +32,8 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
 def ensemble_fingerprint(engine: InferenceEngine) -> str:
     spec = {
         "members": [[m.name, m.weight, m.tta, m.in_channels] for m in engine.members],
-        "roi": list(engine.rois[0]) if len(set(engine.rois)) == 1 else [list(r) for r in engine.rois], "overlap": engine.overlap, "mode": engine.mode, "views": list(engine.views),
+        "roi": list(engine.rois[0]) if len(set(engine.rois)) == 1 else [list(r) for r in engine.rois],
+        "overlap": engine.overlap, "mode": engine.mode, "views": list(engine.views),
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.datamodule_2d import MultiviewDataModule, per_device_batch_size
+from src.data.datamodule_2d import per_device_batch_size
 from src.data.dataset_2d import ValidationSlices, stack_slices
 from src.data.volumes import VolumeStore
 from src.utils.errors import UserError
-
-
-def make(data_dir, **kw):
-    args = dict(data_dir=str(data_dir), fold=0, in_channels=3, img_size=32, batch_size=4, num_workers=0, aug="hard", progress=False)
-    args.update(kw)
-    return MultiviewDataModule(**args)
+from tests.data.datamodules import tiny_2d_datamodule
 
 
 def test_training_samples_are_normalised_stacks_with_binary_masks(tiny_phantom):
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
@@ -45,7 +40,7 @@ def test_stack_holds_neighbours_and_zeros_beyond_the_ends(tiny_phantom, channels
 
 
 def test_samples_never_list_folders(tiny_phantom, monkeypatch):
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
 
     def forbidden(*a, **k):
@@ -59,7 +54,7 @@ def test_samples_never_list_folders(tiny_phantom, monkeypatch):
 
 
 def test_validation_yields_whole_slices_in_order(tiny_phantom):
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
     batches = list(dm.val_dataloader())
     slices = [int(b["slice"]) for b in batches]
@@ -69,7 +64,7 @@ def test_validation_yields_whole_slices_in_order(tiny_phantom):
 
 
 def test_distributed_shards_are_contiguous_with_one_context_slice(tiny_phantom):
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
     source = dm.val_set.source
     n = len(source)
@@ -82,7 +77,7 @@ def test_distributed_shards_are_contiguous_with_one_context_slice(tiny_phantom):
 
 def test_absent_groups_are_skipped_with_a_log_line(tiny_phantom, caplog):
     caplog.set_level(logging.INFO)
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
     assert "hoa_ladaf_2020_31" not in [s.group.name for s in dm.train_set.sources]
     assert "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_/labels not found" in caplog.text
@@ -93,16 +88,16 @@ def test_no_training_data_is_a_clear_error(tmp_path, tiny_phantom):
     shutil.copytree(tiny_phantom / "train" / "kidney_3_sparse", data / "train" / "kidney_3_sparse")
     shutil.copytree(tiny_phantom / "train" / "kidney_3_dense", data / "train" / "kidney_3_dense")
     with pytest.raises(UserError, match="fold 0 has no training data"):
-        make(data).setup("fit")
+        tiny_2d_datamodule(data).setup("fit")
 
 
 def test_bad_settings_are_clear_errors(tmp_path, tiny_phantom):
     with pytest.raises(UserError, match="must be odd"):
-        make(tiny_phantom, in_channels=4)
+        tiny_2d_datamodule(tiny_phantom, in_channels=4)
     with pytest.raises(UserError, match="fold 5 is not defined for 2d"):
-        make(tiny_phantom, fold=5)
+        tiny_2d_datamodule(tiny_phantom, fold=5)
     with pytest.raises(UserError, match="is not a folder"):
-        make(tmp_path / "nowhere").setup("fit")
+        tiny_2d_datamodule(tmp_path / "nowhere").setup("fit")
     with pytest.raises(UserError, match="does not divide over 3 devices"):
         per_device_batch_size(32, 3)
     assert per_device_batch_size(32, 2) == 16
@@ -133,7 +128,7 @@ def test_windowed_stack_equals_the_crop_of_the_full_stack(tiny_phantom):
 
 
 def test_large_and_small_slices_both_give_crops(tiny_phantom):
-    dm = make(tiny_phantom, img_size=40)  # tiny slices are about 28-70 pixels: some pad, some crop first
+    dm = tiny_2d_datamodule(tiny_phantom, img_size=40)  # tiny slices are about 28-70 pixels: some pad, some crop first
     dm.setup("fit")
     shapes = {tuple(dm.train_set[i]["image"].shape) for i in range(0, len(dm.train_set), 11)}
     assert shapes == {(3, 40, 40)}
@@ -149,17 +144,17 @@ def test_external_kidney_joins_the_fold_once_pseudo_labels_exist(tmp_path, tiny_
     (data / hoa / "labels").mkdir()
     for p in (data / hoa / "images").glob("*.jp2"):
         cv2.imwrite(str(data / hoa / "labels" / f"{p.stem}.png"), np.full((59, 51), 200, np.uint8))
-    dm = make(data)
+    dm = tiny_2d_datamodule(data)
     dm.setup("fit")
     hoa_source = [s for s in dm.train_set.sources if s.group.name == "hoa_ladaf_2020_31"]
     assert hoa_source and hoa_source[0].mask(0).all()  # round(p * 255) = 200 > 127: vessel
 
 
 def test_img_size_takes_an_int_or_a_square_pair_and_says_what_is_wrong_otherwise(tiny_phantom):
-    assert make(tiny_phantom, img_size=[24, 24]).augmentation.size == 24
+    assert tiny_2d_datamodule(tiny_phantom, img_size=[24, 24]).augmentation.size == 24
     with pytest.raises(UserError, match="data.img_size: the 2-D crops are square"):
-        make(tiny_phantom, img_size=[24, 32])
+        tiny_2d_datamodule(tiny_phantom, img_size=[24, 32])
     with pytest.raises(UserError, match="data.img_size must be an int or a list of 2 ints"):
-        make(tiny_phantom, img_size=[24, 24, 24])
+        tiny_2d_datamodule(tiny_phantom, img_size=[24, 24, 24])
     with pytest.raises(UserError, match="data.pseudo_merge: unknown 'both'; choose one of union, replace"):
-        make(tiny_phantom, pseudo_merge="both")
+        tiny_2d_datamodule(tiny_phantom, pseudo_merge="both")

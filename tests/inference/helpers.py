@@ -1,4 +1,4 @@
-"""Small models and checkpoints for inference tests."""
+"""Small models and checkpoints for inference tests (a helper module, not a test module)."""
 
 from pathlib import Path
 
@@ -8,6 +8,8 @@ from src.models.module_2d import build_net
 
 TINY_NET = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None, "encoder_depth": 3,
             "decoder_channels": [32, 16, 8], "classes": 1}
+TINY_DYNUNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "kernel_size": [[3, 3, 3]] * 3,
+                "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "upsample_kernel_size": [[2, 2, 2]] * 2, "filters": [4, 8, 8]}
 
 
 class CentreLogit(torch.nn.Module):
@@ -34,4 +36,16 @@ def write_checkpoint(path: Path, in_channels: int = 3, seed: int = 0) -> tuple[P
     net = build_net(cfg).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": {"net": cfg}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path, net
+
+
+def write_checkpoint_3d(path: Path, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """A tiny DynUNet checkpoint as the 3-D Lightning module writes it (network config, ``net_kind``, ``net.`` weights)."""
+    from monai.networks.nets import DynUNet
+
+    torch.manual_seed(seed)
+    net = DynUNet(**TINY_DYNUNET).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": {"net": TINY_DYNUNET, "net_kind": "dynunet"},
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path, net

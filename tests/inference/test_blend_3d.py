@@ -7,9 +7,7 @@ from src.inference.blend import blend_score_slice, roi_mask
 from src.inference.checkpoints import Member, load_member_3d
 from src.inference.engine3d import Engine3D
 from src.utils.errors import UserError
-
-TINY_DYNUNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "kernel_size": [[3, 3, 3]] * 3,
-                "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "upsample_kernel_size": [[2, 2, 2]] * 2, "filters": [4, 8, 8]}
+from tests.inference.helpers import write_checkpoint, write_checkpoint_3d
 
 
 def blend_slice(p2d, p3d, mode="roi", threshold=0.55, hull_threshold=0.05, kernel=5, iterations=5, weight_2d=1.0, weight_3d=1.0):
@@ -74,19 +72,12 @@ def test_3d_engine_shape_range_slabs_and_tta(volume, tmp_path):
 
 
 def test_3d_checkpoint_members(tmp_path):
-    from monai.networks.nets import DynUNet
-
-    net = DynUNet(**TINY_DYNUNET).eval()
-    path = tmp_path / "3d.ckpt"
-    torch.save({"hyper_parameters": {"net": TINY_DYNUNET, "net_kind": "dynunet"},
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    path, net = write_checkpoint_3d(tmp_path / "3d.ckpt")
     member = load_member_3d(path, weight=2.0, tta="d4")
     x = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(member.net(x), net(x))
     assert member.weight == 2.0 and member.tta == "d4"
-    from tests.inference.helpers import write_checkpoint
-
     two_d, _ = write_checkpoint(tmp_path / "2d.ckpt")
     with pytest.raises(UserError, match="not a 3-D DynUNet checkpoint"):
         load_member_3d(two_d)

@@ -42,7 +42,8 @@ def test_rescaling_allocates_the_same_for_a_volume_four_times_deeper(tmp_path):
     for depth in (32, 128):
         src = image(tmp_path, depth)
         shape = resampled_shape(src.shape, 63.08 / 50)
-        peaks.append(peak_bytes(lambda src=src, shape=shape, depth=depth: resample_to_file(src, shape, tmp_path / f"out{depth}.npy", chunk=4)))
+        out = tmp_path / f"out{depth}.npy"
+        peaks.append(peak_bytes(lambda src=src, shape=shape, out=out: resample_to_file(src, shape, out, chunk=4)))
     whole = int(np.prod(resampled_shape((128, 128, 128), 63.08 / 50))) * 4  # the deep output as float32
     assert peaks[1] < 1.3 * peaks[0] and peaks[1] < whole / 10, (peaks, whole)
 

@@ -69,13 +69,15 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(data):
                 raise KeyboardInterrupt
             return super().forward(x)
 
-    flaky = InferenceEngine([Member(Flaky(), 3, name="centre")], roi_size=32, sw_batch_size=16, slices_per_batch=4, block_bytes=1, progress=False)
+    flaky = InferenceEngine([Member(Flaky(), 3, name="centre")], roi_size=32, sw_batch_size=16, slices_per_batch=4, block_bytes=1,
+                            progress=False)
     with pytest.raises(KeyboardInterrupt):
         pseudo_label(flaky, volume, labels)
     work = labels.parent / ".pseudo-work"
     done = int((work / "z.next").read_text())
     assert done > 0 and done % 4 == 0  # whole slabs of 4 slices were kept
-    resumed = InferenceEngine([Member(CentreLogit(), 3, name="centre")], roi_size=32, sw_batch_size=16, slices_per_batch=4, block_bytes=1, progress=False)
+    resumed = InferenceEngine([Member(CentreLogit(), 3, name="centre")], roi_size=32, sw_batch_size=16, slices_per_batch=4, block_bytes=1,
+                              progress=False)
     counted = []
     logits = resumed.logits
     resumed.logits = lambda stacks: (counted.append(next(iter(stacks.values())).shape[0]), logits(stacks))[1]
@@ -88,8 +90,8 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(data):
 def test_generate_pseudo_cli(data, tmp_path):
     ckpt, _ = write_checkpoint(tmp_path / "logs" / "train" / "runs" / "my_run" / "0" / "checkpoints" / "epoch_001_dice_0.5000.ckpt")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    base = [sys.executable, str(REPO_ROOT / "generate_pseudo.py"), "--dataset_folder", str(data), "--logs_base_path", str(tmp_path / "logs"),
-            "--tta", "none", "--roi", "32", "--quiet"]
+    base = [sys.executable, str(REPO_ROOT / "generate_pseudo.py"), "--dataset_folder", str(data),
+            "--logs_base_path", str(tmp_path / "logs"), "--tta", "none", "--roi", "32", "--quiet"]
     out = subprocess.run([*base, "--runs", "my_run", "--folds", "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(list((data / HOA / "labels").glob("*.png"))) == len(list((data / HOA / "images").glob("*.jp2")))
