@@ -72,7 +72,7 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--out", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--style", default="A", help="phantom style trained on (src.data.acquisition.STYLES)")
+    parser.add_argument("--style", default="A", help="phantom style trained on (src.data.phantom.STYLES)")
     parser.add_argument("--test-style", default="B",
                         help="also predict the test kidneys of a phantom of this style (built beside --out); 'none': skip")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "demo"), help="runs, submissions and pictures")

@@ -146,7 +146,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder (built when absent)")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
-    parser.add_argument("--style", default="A", help="phantom style (src.data.acquisition.STYLES)")
+    parser.add_argument("--style", default="A", help="phantom style (src.data.phantom.STYLES)")
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
                         help="comma-separated training seeds of every run, e.g. 0,1,2 (>= 3 for verdicts you can trust)")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "robustness"))

@@ -1,10 +1,10 @@
-"""The phantom's acquisition model and styles (src.data.acquisition)."""
+"""The phantom's acquisition model and styles (src.data.phantom.acquisition)."""
 
 import numpy as np
 import pytest
 
-from src.data.acquisition import STYLES, PhantomStyle, acquire, integrate_voxels, ring_pattern, style_of
 from src.data.phantom import KIDNEYS, build_phantom, grid_shape, kidney_extent_mm, render_kidney
+from src.data.phantom.acquisition import STYLES, PhantomStyle, acquire, integrate_voxels, ring_pattern, style_of
 from src.utils.errors import UserError
 
 

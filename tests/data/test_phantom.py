@@ -1,4 +1,4 @@
-"""Tests of the synthetic phantom dataset (src/data/phantom.py): layout, content, determinism, safety, CLI."""
+"""Tests of the synthetic phantom dataset (src/data/phantom/): layout, content, determinism, safety, CLI."""
 
 from __future__ import annotations
 
