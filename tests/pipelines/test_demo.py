@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from src.demo import main
-from tests.overrides import TINY_3D, TINY_TRAIN
+from src.pipelines.demo import main
+from tests.pipelines.overrides import TINY_3D, TINY_TRAIN
 
 
 def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):

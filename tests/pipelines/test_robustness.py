@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from src.robustness import spread_verdict, summarise
-from tests.overrides import TINY_3D, TINY_TRAIN
+from src.pipelines.robustness import spread_verdict, summarise
+from tests.pipelines.overrides import TINY_3D, TINY_TRAIN
 
 
 def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():
@@ -16,7 +16,7 @@ def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():
 def test_seeds_are_a_comma_separated_list():
     import argparse
 
-    from src.robustness import seed_list
+    from src.pipelines.robustness import seed_list
 
     assert seed_list("0,1,2") == [0, 1, 2]
     for bad in ("", "a,b", "1,1", "-1"):
@@ -39,7 +39,7 @@ def test_summary_is_mean_and_std_over_seeds_paired_against_2d_alone():
 @pytest.mark.slow
 def test_robustness_table_on_the_tiny_phantom(tmp_path):
     """Every lever row is trained for each seed, calibrated, predicted and scored (models of a few steps: the values mean nothing)."""
-    from src.robustness import main
+    from src.pipelines.robustness import main
 
     argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0,1",
             *TINY_TRAIN, "--train-3d", *TINY_3D]

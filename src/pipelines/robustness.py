@@ -139,8 +139,8 @@ def main(argv=None) -> list[dict]:
     from src.data.multiview import project_split
     from src.data.phantom import build_phantom
     from src.data.volumes import VolumeStore
-    from src.demo import DEMO_3D, _roi, ensure_run
     from src.inference.checkpoints import best_checkpoint_in
+    from src.pipelines.demo import DEMO_3D, _roi, ensure_run
     from src.predict import predict
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
