@@ -15,7 +15,7 @@ install:
 	@$(PYTHON) -c "import glymur, sys; v = glymur.version.openjpeg_version; sys.exit(0 if v and v != '0.0.0' else 'error: glymur does not find OpenJPEG (libopenjp2); see README troubleshooting')"
 
 demo: install
-	$(PYTHON) -m src.pipelines.demo
+	$(PYTHON) -m src.demo
 
 # Both run ruff (rules in pyproject.toml) first; `test` skips the tests marked slow (end-to-end demo,
 # robustness, notebook execution, DDP), `test-all` runs everything.
@@ -47,4 +47,4 @@ kaggle-datasets: install
 # Each robustness lever measured on the phantom's kidney_5 (50.28 um) and kidney_6 (63.08 um) (README, Robustness levers)
 .PHONY: eval-robustness
 eval-robustness: install
-	$(PYTHON) -m src.pipelines.robustness
+	$(PYTHON) -m src.robustness

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from src.data.index import build_index
 from src.data.multiview import project_split
@@ -39,7 +37,8 @@ from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
 from src.metrics.rle import rle_decode
 from src.metrics.surface_dice import surface_dice
-from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, mean_score, read_csv, score_submission
+from src.pipelines.common import add_training_overrides, ensure_run, run, score_csv, trained_size
+from src.score import mean_score
 from src.utils.errors import cli_main
 from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
@@ -53,17 +52,12 @@ def step(number: int, title: str) -> float:
 
 
 def score_file(submission: Path, solution: Path) -> dict[str, float]:
-    scores = score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(solution, SOLUTION_COLUMNS, "solution"))
+    scores = score_csv(submission, solution)
     for kidney, value in scores.items():
         print(f"  {kidney:<10} {value:.6f}")
     scores["mean"] = mean_score(scores)
     print(f"  score      {scores['mean']:.6f}")
     return scores
-
-
-def run(command: list[str]) -> None:
-    print("  " + " ".join(command[1:]))
-    subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
 @cli_main
@@ -79,8 +73,7 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--skip-train", action="store_true", help="stop after the scorer check")
     parser.add_argument("--fold", type=int, default=0, help="stage-1 fold to train")
-    parser.add_argument("train_overrides", nargs="*", help="extra Hydra overrides for the stage-1 run")
-    parser.add_argument("--train-3d", dest="train_3d_overrides", nargs="*", default=[], help="extra Hydra overrides for the 3-D run")
+    add_training_overrides(parser, "the stage-1 run")
     args = parser.parse_args(argv)
     data, work = Path(args.out), Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -123,16 +116,6 @@ def main(argv=None) -> dict[str, float]:
     return results
 
 
-def ensure_run(run_dir: Path, overrides: list[str], started: float) -> None:
-    """``python -m src.train`` into ``run_dir`` unless a finished run (its metrics.json) is there."""
-    if (run_dir / "metrics.json").exists():
-        print("  reused the finished run")
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of ours
-    run([sys.executable, "-m", "src.train", *overrides, f"hydra.run.dir={run_dir}", "extras.print_config=false"])
-    print(f"  trained in {time.perf_counter() - started:.0f} s")
-
-
 def best_validation(metrics_csv: Path) -> tuple[int, str, float]:
     """(epoch, metric, value) of the best ``val/sd@<th>`` over every logged epoch and threshold."""
     df = pd.read_csv(metrics_csv)
@@ -173,16 +156,12 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
     return run_dir
 
 
-def _roi(run_dir: Path) -> int:
-    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["img_size"])
-
-
 def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
     from src.pseudo import main as generate_pseudo
 
     t = step(6, "pseudo labels of the external kidney (generate_pseudo.py) and their projections")
     checkpoint = best_checkpoint_in(run_dir / "checkpoints")
-    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(_roi(run_dir))]
+    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(trained_size(run_dir))]
     print("  generate_pseudo.py " + " ".join(argv))
     generate_pseudo(argv + (["--quiet"] if quiet else []))
     project_split(data, ("external",), progress=not quiet)
@@ -249,7 +228,7 @@ def predict_test(data: Path, work: Path, run_dir: Path, run_3d: Path, results: d
     shutil.rmtree(blend_dir, ignore_errors=True)
     run([sys.executable, "-m", "src.predict", *common, f"output={submission}", "keep_probabilities=true", f"hydra.run.dir={predict_dir}"])
     run([sys.executable, "-m", "src.predict", *common, f"output={blended}", f"checkpoints_3d=[{checkpoint_3d}]",
-         f"engine_3d.roi_size={_roi(run_3d)}", "keep_probabilities=true", f"hydra.run.dir={blend_dir}"])
+         f"engine_3d.roi_size={trained_size(run_3d)}", "keep_probabilities=true", f"hydra.run.dir={blend_dir}"])
     print(f"  predicted in {time.perf_counter() - t:.0f} s")
     print(f"  2-D ({submission}):")
     scores = score_file(submission, data / "solution.csv")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.pipelines.common import add_training_overrides
 from src.utils.errors import cli_main
 from src.utils.settings import REPO_ROOT
 
@@ -42,13 +43,6 @@ def compose_cfg(config: str, overrides: list[str], run_dir: Path):
     from src.utils.entry import compose_config
 
     return compose_config(config, overrides, run_dir)
-
-
-def score(submission: Path, data: Path) -> dict[str, float]:
-    from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, read_csv, score_submission
-
-    return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"),
-                            read_csv(data / "solution.csv", SOLUTION_COLUMNS, "solution"))
 
 
 def seed_list(text: str) -> list[int]:
@@ -135,13 +129,9 @@ def plot(summary: list[dict], path: Path) -> Path:
 
 @cli_main
 def main(argv=None) -> list[dict]:
-    from src.calibrate import calibrate
     from src.data.multiview import project_split
     from src.data.phantom import build_phantom
     from src.data.volumes import VolumeStore
-    from src.inference.checkpoints import best_checkpoint_in
-    from src.pipelines.demo import DEMO_3D, _roi, ensure_run
-    from src.predict import predict
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO_ROOT / "data" / "phantom"), help="phantom dataset folder (built when absent)")
@@ -152,8 +142,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "robustness"))
     parser.add_argument("--min-component-size", type=int, default=50, help="voxels, for the component-removal row")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("train_overrides", nargs="*", help="extra Hydra overrides for every 2-D training run")
-    parser.add_argument("--train-3d", dest="train_3d_overrides", nargs="*", default=[], help="extra Hydra overrides for the 3-D run")
+    add_training_overrides(parser, "every 2-D training run")
     args = parser.parse_args(argv)
     data, work = Path(args.data), Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -165,8 +154,7 @@ def main(argv=None) -> list[dict]:
 
     rows_by_seed, calibrations = {}, {}
     for seed in args.seeds:
-        rows_by_seed[seed], calibrations[seed] = one_seed(seed, data, work / f"seed{seed}", args, calibrate, predict, ensure_run,
-                                                          best_checkpoint_in, DEMO_3D, _roi)
+        rows_by_seed[seed], calibrations[seed] = one_seed(seed, data, work / f"seed{seed}", args)
     summary = summarise(rows_by_seed)
     table = markdown(summary)
     print("\n" + table)
@@ -178,8 +166,14 @@ def main(argv=None) -> list[dict]:
     return summary
 
 
-def one_seed(seed, data, work, args, calibrate, predict, ensure_run, best_checkpoint_in, demo_3d, _roi):
+def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
     """Train every lever's model with ``seed``, calibrate, predict and score every row: (rows, calibration)."""
+    from src.calibrate import calibrate
+    from src.inference.checkpoints import best_checkpoint_in
+    from src.pipelines.common import ensure_run, score_csv, trained_size
+    from src.pipelines.demo import DEMO_3D
+    from src.predict import predict
+
     runs = {}
     for name, overrides in LEVER_RUNS.items():
         run_dir = work / "train" / name
@@ -189,10 +183,10 @@ def one_seed(seed, data, work, args, calibrate, predict, ensure_run, best_checkp
         runs[name] = best_checkpoint_in(run_dir / "checkpoints")
     run_3d = work / "train" / "dynunet"
     print(f"== seed {seed}, 3-D model: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_3d}")
-    ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *demo_3d,
+    ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *DEMO_3D,
                         *args.train_3d_overrides], time.perf_counter())
     ckpt_3d = best_checkpoint_in(run_3d / "checkpoints")
-    common = [f"paths.data_dir={data}", f"engine_3d.roi_size={_roi(run_3d)}", f"progress={not args.quiet}"]
+    common = [f"paths.data_dir={data}", f"engine_3d.roi_size={trained_size(run_3d)}", f"progress={not args.quiet}"]
 
     print(f"== seed {seed}: calibration on fold 0's validation volume (python -m src.calibrate)")
     cal = calibrate(compose_cfg("calibrate", [*common, f"checkpoints=[{runs['recipe']}]"], work / "calibrate"))
@@ -220,7 +214,7 @@ def one_seed(seed, data, work, args, calibrate, predict, ensure_run, best_checkp
         out = work / "submissions" / f"{i:02d}.csv"
         t = time.perf_counter()
         predict(compose_cfg("predict", [*common, f"checkpoints=[{ckpt}]", f"output={out}", *overrides], work / "predict" / f"{i:02d}"))
-        scores = score(out, data)
+        scores = score_csv(out, data / "solution.csv")
         k5, k6 = scores.get("kidney_5", float("nan")), scores.get("kidney_6", float("nan"))
         results.append({"lever": label, "overrides": overrides, "kidney_5": k5, "kidney_6": k6, "mean": (k5 + k6) / 2,
                         "seconds": time.perf_counter() - t})

@@ -1,9 +1,12 @@
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 from src.pipelines.demo import main
+from src.utils.settings import REPO_ROOT
 from tests.pipelines.overrides import TINY_3D, TINY_TRAIN
 
 
@@ -54,3 +57,10 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     assert again["val_model_sd"] == results["val_model_sd"]
     out = capsys.readouterr().out
     assert "reused the finished run" in out and "wrote 0 label slices" in out
+
+
+def test_python_m_src_demo_and_src_robustness_run_the_pipelines():
+    """The commands users type (``make demo``, ``make eval-robustness``) reach the pipelines' parsers."""
+    for module, option in (("src.demo", "--skip-train"), ("src.robustness", "--seeds")):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert out.returncode == 0 and option in out.stdout, out.stderr[-2000:]
