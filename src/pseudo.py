@@ -26,7 +26,7 @@ from src.data.registry import VIEWS, Registry
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import find_checkpoint, load_member
 from src.inference.engine import InferenceEngine, resolve_device
-from src.inference.pseudo import pseudo_label
+from src.inference.pseudo_labels import pseudo_label
 from src.inference.tta import TTA_MODES
 from src.utils.errors import UserError, cli_main
 

@@ -10,7 +10,7 @@ import pytest
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import Member
 from src.inference.engine import InferenceEngine
-from src.inference.pseudo import pseudo_label
+from src.inference.pseudo_labels import pseudo_label
 from src.utils.settings import REPO_ROOT
 from tests.inference.helpers import CentreLogit, write_checkpoint
 
