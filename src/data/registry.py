@@ -122,9 +122,6 @@ class Registry:
         """Groups read from the download or external data (not projections), optionally of one split."""
         return [g for g in self.groups.values() if g.view == "z" and (split is None or g.split == split)]
 
-    def projections_of(self, group: Group) -> list[Group]:
-        return [g for g in self.groups.values() if g.source == group.name]
-
     def test_groups(self) -> list[Group]:
         return self.base_groups("test")
 

@@ -16,7 +16,6 @@ works on CPU or CUDA tensors.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -140,19 +139,4 @@ def surface_dice(pred, true, chunk: int = 32, device: torch.device | str | None 
     acc = SurfaceDiceAccumulator(device)
     for z in range(0, pred.shape[0], chunk):
         acc.update(pred[z : z + chunk], true[z : z + chunk])
-    return acc.score()
-
-
-def surface_dice_stream(pairs: Iterable[tuple[np.ndarray, np.ndarray]], chunk: int = 32, device="cpu") -> float:
-    """Surface Dice of a volume given as an iterable of (prediction slice, truth slice) in slice order."""
-    acc = SurfaceDiceAccumulator(device)
-    preds, trues = [], []
-    for p, t in pairs:
-        preds.append(np.asarray(p) != 0)
-        trues.append(np.asarray(t) != 0)
-        if len(preds) == chunk:
-            acc.update(np.stack(preds), np.stack(trues))
-            preds, trues = [], []
-    if preds:
-        acc.update(np.stack(preds), np.stack(trues))
     return acc.score()
