@@ -66,6 +66,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Fold:
+    """One cross-validation fold of the 2-D or the 3-D stage: the groups it trains on and the one it validates on."""
+
     kind: str
     fold: int
     train: tuple[Group, ...]
@@ -74,6 +76,8 @@ class Fold:
 
 @dataclass
 class Registry:
+    """Every volume group (projections included) and the folds, loaded from ``configs/registry.yaml`` (:meth:`load`)."""
+
     groups: dict[str, Group]
     folds: dict[str, dict[int, Fold]]
     train_voxel_um: float

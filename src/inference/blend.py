@@ -49,6 +49,8 @@ def _average_score(p2d: np.ndarray, p3d: np.ndarray, weight_2d: float, weight_3d
 
 @dataclass(frozen=True)
 class BlendMode:
+    """One way of blending a slice's 2-D and 3-D probabilities into a score thresholded like a probability."""
+
     score: Callable[..., np.ndarray]  # (p2d, p3d, **blend settings) -> float32 score of a slice
     value_range: tuple[float, float]  # the range of that score
 

@@ -29,6 +29,13 @@ from src.utils.sizes import size_tuple
 
 @dataclass
 class Engine3D:
+    """Sliding-window 3-D inference of a weighted ensemble of 3-D models (the module docstring).
+
+    ``predict(volume)`` returns the float16 probability volume, or writes it as a memory map renamed
+    into place at ``out``; ``slab`` bounds the z-slices held at a time, ``device="auto"`` picks CUDA
+    when present, and ``amp`` runs the forwards in float16 on CUDA.
+    """
+
     members: Sequence[Member]
     roi_size: int | tuple[int, int, int] = 256  # an int (a cube) or (d, h, w)
     overlap: float = 0.25
