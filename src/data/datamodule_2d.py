@@ -24,7 +24,8 @@ PSEUDO_MERGES = ("union", "replace")
 
 def check_in_channels(in_channels: int) -> int:
     if int(in_channels) < 1 or int(in_channels) % 2 == 0:
-        raise UserError(f"data.in_channels must be odd (1, 3, 5, ...): the centre slice and as many neighbours on each side, got {in_channels}")
+        raise UserError(f"data.in_channels must be odd (1, 3, 5, ...): the centre slice and as many neighbours on each side, "
+                        f"got {in_channels}")
     return int(in_channels)
 
 
@@ -140,7 +141,8 @@ class MultiviewDataModule(LightningDataModule):
         pseudo = store.open(group.pseudo_labels_dir(self.data_dir), "label")
         if pseudo.shape != source.label.shape or pseudo.first != source.label.first:
             raise UserError(f"{pseudo.folder}: pseudo labels {pseudo.shape} from slice {pseudo.first:04d} do not match the labels "
-                            f"{source.label.shape} from {source.label.first:04d}; rerun generate_pseudo.py --split train (and the projections)")
+                            f"{source.label.shape} from {source.label.first:04d}; "
+                            "rerun generate_pseudo.py --split train (and the projections)")
         log.info("train_pseudo: %s trains on %s", group.name,
                  "its labels united with its pseudo labels" if self.hparams.pseudo_merge == "union" else "its pseudo labels")
         if self.hparams.pseudo_merge == "replace":
@@ -159,6 +161,10 @@ class MultiviewDataModule(LightningDataModule):
         for group in self.fold.train:
             if group.is_present(self.data_dir):
                 sources.append(self._source(store, group, train=True))
+            elif group.source is not None and self.registry.groups[group.source].is_present(self.data_dir):
+                # a projection of a volume that is there: the user has not run generate_mutliview.py
+                log.warning("fold %d: %s has no %s projection under %s: training without it (run generate_mutliview.py %s)",
+                            self.fold.fold, group.source, group.view, self.data_dir, self.data_dir)
             else:
                 log.info("fold %d: %s not found under %s, skipped", self.fold.fold, group.labels, self.data_dir)
         if not sources:
@@ -166,7 +172,8 @@ class MultiviewDataModule(LightningDataModule):
             raise UserError(f"fold {self.fold.fold} has no training data under {self.data_dir} (looked for {wanted})")
         val_group = self.fold.val
         if not val_group.is_present(self.data_dir):
-            raise UserError(f"fold {self.fold.fold}: validation volume {val_group.name} not found ({self.data_dir / str(val_group.labels)})")
+            wanted = self.data_dir / str(val_group.labels)
+            raise UserError(f"fold {self.fold.fold}: validation volume {val_group.name} not found ({wanted})")
         val_source = self._source(store, val_group)
         # crops and augmentations follow the run seed in the main process too (albumentations has its own RNG)
         seed = int(torch.randint(2**31, ()).item())

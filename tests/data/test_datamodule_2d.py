@@ -25,6 +25,18 @@ def test_training_samples_are_normalised_stacks_with_binary_masks(tiny_phantom):
     assert len(dm.train_set) == 2 * sum(len(s) for s in dm.train_set.sources)  # train_mutliplier 2
 
 
+def test_missing_projections_are_a_warning_that_names_the_command(tiny_phantom, caplog):
+    """Training without the _xz/_zy projections of a volume that is there works, but the user is told:
+    a model that never saw the side views is then asked to predict them."""
+    dm = tiny_2d_datamodule(tiny_phantom)
+    with caplog.at_level(logging.INFO, logger="src.data.datamodule_2d"):
+        dm.setup("fit")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("kidney_1_dense has no xz projection" in m and "generate_mutliview.py" in m for m in warned)
+    assert any("kidney_2 has no zy projection" in m for m in warned)
+    assert not any("hoa" in m.lower() for m in warned)  # an absent volume is no reason to warn
+
+
 @pytest.mark.parametrize("channels", [1, 3, 5])
 def test_stack_holds_neighbours_and_zeros_beyond_the_ends(tiny_phantom, channels):
     volume = VolumeStore(progress=False).open(tiny_phantom / "train" / "kidney_1_dense" / "images")

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.models.losses import BoundaryDoULoss, boundary_voxels
+from src.models.losses import BoundaryDoUBCELoss, BoundaryDoULoss, boundary_voxels
 
 
 def reference_boundary_dou(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -82,3 +82,32 @@ def test_safe_under_autocast():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="same shape"):
         BoundaryDoULoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 17, 23), (2, 1, 7, 9, 6)])
+def test_dou_bce_is_dou_plus_weighted_cross_entropy(shape):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(shape, generator=g) * 3
+    target = (torch.rand(shape, generator=g) > 0.7).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    dou = reference_boundary_dou(logits, target)
+    assert BoundaryDoUBCELoss(bce_weight=0.5)(logits, target).item() == pytest.approx((dou + 0.5 * bce).item(), rel=1e-5)
+    assert BoundaryDoUBCELoss(bce_weight=0.0)(logits, target).item() == pytest.approx(dou.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="bce_weight"):
+        BoundaryDoUBCELoss(bce_weight=-1)
+
+
+def test_dou_bce_adds_a_per_voxel_pull_towards_the_labels():
+    """From logits that are 0 everywhere (p = 0.5), the cross-entropy term adds (p - t) / N to each
+    voxel's gradient: every background logit is pushed down harder than by Boundary DoU alone."""
+    target = torch.zeros(2, 1, 32, 32)
+    target[:, :, 10:12, :] = 1  # a thin vessel: ~6 % foreground
+    grads = {}
+    for name, loss in (("dou", BoundaryDoULoss()), ("dou_bce", BoundaryDoUBCELoss())):
+        logits = torch.zeros_like(target, requires_grad=True)
+        loss(logits, target).backward()
+        grads[name] = logits.grad
+    background = target == 0
+    assert (grads["dou_bce"][background] > 0).all()  # descent lowers every background logit
+    n = target.numel()
+    assert torch.allclose(grads["dou_bce"] - grads["dou"], (0.5 - target) / n, atol=1e-7)
