@@ -44,6 +44,11 @@ kaggle-datasets: install
 		$(if $(MODELS_2D),--models-2d $(foreach g,$(MODELS_2D),'$(g)')) \
 		$(if $(MODELS_3D),--models-3d $(foreach g,$(MODELS_3D),'$(g)')) $(KAGGLE_ARGS)
 
+# The demo model trained on an independently written phantom and scored through src.predict on its test kidneys (README)
+.PHONY: carryover
+carryover: install
+	$(PYTHON) -m benchmarks.carryover
+
 # Each robustness lever measured on the phantom's kidney_5 (50.28 um) and kidney_6 (63.08 um) (README, Robustness levers)
 .PHONY: eval-robustness
 eval-robustness: install
