@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,45 +87,40 @@ def write_view(
     _write_atomic(out_root, [(image, "images", image.suffix), (label, "labels", label_suffix)], view, block_bytes, workers, progress)
 
 
-def project_group(
-    group: Group,
-    data_dir: Path,
-    store: VolumeStore,
-    force: bool = False,
-    block_bytes: int | None = None,
-    workers: int = 2,
-    progress: bool = True,
-) -> list[str]:
+@dataclass(frozen=True)
+class Writing:
+    """How projections are written: rebuilt when they exist (``force``), memory per block of output
+    slices (``block_bytes``; None: a quarter of the volume), reader/writer threads, progress bars."""
+
+    force: bool = False
+    block_bytes: int | None = None
+    workers: int = 2
+    progress: bool = True
+
+
+def project_group(group: Group, data_dir: Path, store: VolumeStore, how: Writing = Writing()) -> list[str]:
     """Write the ``_xz`` and ``_zy`` projections of a labelled base group; returns the views written."""
     if not group.projections or group.view != "z":
         raise ValueError(f"group {group.name} has no projections")
     labels_dir = group.labels_dir(data_dir)
     assert labels_dir is not None
-    todo = [v for v in ("xz", "zy") if force or not (data_dir / f"{group.root}_{v}").is_dir()]
+    todo = [v for v in ("xz", "zy") if how.force or not (data_dir / f"{group.root}_{v}").is_dir()]
     if not todo:
         return []
     image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels)
     for view in todo:
-        write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, block_bytes, workers, progress)
+        write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, how.block_bytes, how.workers, how.progress)
     return todo
 
 
-def project_pseudo_labels(
-    group: Group,
-    data_dir: Path,
-    store: VolumeStore,
-    force: bool = False,
-    block_bytes: int | None = None,
-    workers: int = 2,
-    progress: bool = True,
-) -> list[str]:
+def project_pseudo_labels(group: Group, data_dir: Path, store: VolumeStore, how: Writing = Writing()) -> list[str]:
     """Write the ``_xz``/``_zy`` projections of a train kidney's pseudo labels into
     ``<root>_<view>/pseudo_labels`` (beside the projections of its images and labels); returns the views written."""
     source = group.pseudo_labels_dir(data_dir)
     if source is None or not group.has_pseudo_labels(data_dir):
         return []
     outs = {v: data_dir / f"{group.root}_{v}" / source.name for v in ("xz", "zy")}
-    todo = [v for v in ("xz", "zy") if force or not outs[v].is_dir()]
+    todo = [v for v in ("xz", "zy") if how.force or not outs[v].is_dir()]
     if not todo:
         return []
     missing = [v for v in todo if not (data_dir / f"{group.root}_{v}" / "images").is_dir()]
@@ -137,7 +133,7 @@ def project_pseudo_labels(
         raise UserError(f"{source}: pseudo labels are {label.shape} but the images are {image.shape}; "
                         "rerun generate_pseudo.py --split train")
     for view in todo:
-        _write_atomic(outs[view], [(label, "", label.suffix)], view, block_bytes, workers, progress)
+        _write_atomic(outs[view], [(label, "", label.suffix)], view, how.block_bytes, how.workers, how.progress)
     return todo
 
 
@@ -168,29 +164,24 @@ def project_split(
         raise UserError(f"{data_dir}: no labelled volume to project (looked for {names})")
     done: dict[str, list[str]] = {}
     for group in present:
-        written = project_group(group, data_dir, store, force, block_bytes, workers, progress)
+        written = project_group(group, data_dir, store, Writing(force, block_bytes, workers, progress))
         done[group.name] = written
         _report(group.name, written)
     return done
 
 
-def project_train_pseudo(
-    data_dir: str | Path,
-    registry: Registry | None = None,
-    store: VolumeStore | None = None,
-    force: bool = False,
-    block_bytes: int | None = None,
-    workers: int = 2,
-    progress: bool = True,
-) -> dict[str, list[str]]:
-    """Project the pseudo labels of every train kidney that has them. Returns group -> views written."""
+def project_train_pseudo(data_dir: str | Path, registry: Registry | None = None, store: VolumeStore | None = None,
+                         **writing) -> dict[str, list[str]]:
+    """Project the pseudo labels of every train kidney that has them (``writing``: the fields of
+    :class:`Writing`, as :func:`project_split` takes them). Returns group -> views written."""
     data_dir = Path(data_dir).resolve()
     registry = registry or Registry.load()
-    store = store or VolumeStore(workers=workers, progress=progress)
+    how = Writing(**writing)
+    store = store or VolumeStore(workers=how.workers, progress=how.progress)
     done: dict[str, list[str]] = {}
     for group in registry.base_groups("train"):
         if group.projections and group.has_pseudo_labels(data_dir):
-            written = project_pseudo_labels(group, data_dir, store, force, block_bytes, workers, progress)
+            written = project_pseudo_labels(group, data_dir, store, how)
             done[group.name] = written
             _report(f"{group.name} pseudo labels", written)
     return done
