@@ -51,11 +51,18 @@ def test_the_run_learned_something(trained):
     assert max(val.values()) > 0.05, val  # otherwise the invariant below would hold trivially
 
 
-def test_a_short_demo_run_is_usable_at_the_fixed_threshold(trained):
+def test_a_short_demo_run_is_usable_at_the_fixed_threshold(trained, tiny_phantom, tmp_path):
     """What made demo models score near zero on other kidneys (README, "Does a model carry over?"): a
-    short run whose probabilities all sit near 0.5, so 0.5 cuts them at an arbitrary place. The demo's
-    optimiser and loss spread them: after 40 steps, 0.5 scores at least half the best threshold."""
-    _, val = trained
+    short run whose probabilities all sit near 0.5, so 0.5 cuts them at an arbitrary place. After these
+    40 steps the previous demo optimiser and loss (RAdam 1e-3, Boundary DoU alone) call 64 % of the
+    validation kidney vessel at 0.5 (and all of it at 0.3); the demo's (AdamW 3e-3, DoU + cross-entropy) 5 %."""
+    from src.calibrate import calibrate
+
+    ckpt, val = trained
+    rows = calibrate(compose_cfg("calibrate", [
+        f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false", "thresholds=[0.5]",
+        "top_fractions=[]"], tmp_path))["rows"]
+    assert rows[0]["fraction"] < 0.25, rows[0]
     assert val[0.5] >= 0.5 * max(val.values()), val
 
 
@@ -73,18 +80,18 @@ def test_calibrate_reproduces_validation(trained, tiny_phantom, tmp_path):
 
 
 def test_predict_reproduces_validation(trained, tiny_phantom, tmp_path):
-    """``src.predict`` on a test folder holding the validation kidney's image slices, scored on its labels."""
+    """``src.predict`` on a test folder holding the validation kidney's whole image volume (kidney_3_sparse's
+    slices: the same volume, so the same normalisation statistics), scored on the labelled slices."""
     from src.predict import predict
 
     ckpt, val = trained
     group = Registry.load().fold("2d", 0).val
     image, truth = VolumeStore(progress=False).open_pair(group.images_dir(tiny_phantom), group.labels_dir(tiny_phantom),
                                                         group.images_follow_labels)
-    labels = sorted(group.labels_dir(tiny_phantom).iterdir())
     test = tmp_path / "test" / group.name / "images"
     test.mkdir(parents=True)
-    for label in labels:  # the image slices the labels cover, under the same names
-        os.symlink(group.images_dir(tiny_phantom) / label.name, test / label.name)
+    for path in sorted(group.images_dir(tiny_phantom).iterdir()):
+        os.symlink(path, test / path.name)
     cfg = compose_cfg("predict", [
         f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false",
         f"test_dir={tmp_path / 'test'}", "sample_submission=null", f"output={tmp_path / 'submission.csv'}",
@@ -92,10 +99,23 @@ def test_predict_reproduces_validation(trained, tiny_phantom, tmp_path):
     ], tmp_path / "predict")
     out = predict(cfg)
     vessel = np.asarray(truth.data) > 127
+    first, last = truth.first, truth.first + len(truth) - 1
     sub = pd.read_csv(out, keep_default_na=False).sort_values("id")
+    sub = sub[sub.id.str[-4:].astype(int).between(first, last)]
     h, w = vessel.shape[1:]
     mask = np.stack([rle_decode(r, (h, w)) for r in sub.rle]).astype(bool)
-    assert surface_dice(mask, vessel) == pytest.approx(val[0.5], abs=0.01)
-    prob = np.load(tmp_path / "predict" / "probabilities" / f"{group.name}.npy")
-    for t in THRESHOLDS:
-        assert surface_dice(prob > t, vessel) == pytest.approx(val[t], abs=0.01), t
+    # Validation stacks the labelled run's end slices with zeros for their missing neighbours; predict has
+    # the real neighbours. Everywhere else the probabilities are the validation path's (calibrate's, which
+    # reproduces val/sd@th above), and the submission is their threshold.
+    from src.calibrate import calibrate
+
+    calibrate(compose_cfg("calibrate", [
+        f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false", "thresholds=[0.5]",
+        "top_fractions=[]"], tmp_path / "calibrate"))
+    validated = np.load(tmp_path / "calibrate" / "probabilities" / f"{group.name}.npy").astype(np.float32)
+    predicted = np.load(tmp_path / "predict" / "probabilities" / f"{group.name}.npy")[first : last + 1].astype(np.float32)
+    assert np.abs(predicted[1:-1] - validated[1:-1]).max() < 2e-3
+    np.testing.assert_array_equal(mask, predicted > 0.5)
+    interior = (slice(1, -1),)
+    assert surface_dice(mask[interior], vessel[interior]) == pytest.approx(surface_dice(validated[interior] > 0.5, vessel[interior]),
+                                                                           abs=1e-3)
