@@ -10,7 +10,7 @@ data.fold=0`` (plus the overrides given); ``python -m src.predict`` with the run
 the test kidneys; Kaggle's scorer. It prints, per kidney, the model next to the best global intensity
 threshold (tuned on the kidney itself), the run's ``val/sd@0.5`` for the predicted checkpoint next to
 the same kidney predicted by ``python -m src.calibrate`` (the two must agree: same weights, same
-volume), and one JSON object last. About 15 minutes on 2 CPU cores; finished steps are reused.
+volume), and one JSON object last. About 15-20 minutes on 2 CPU cores; finished steps are reused.
 """
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ def main(argv=None) -> dict:
     run([sys.executable, "-m", "src.calibrate", "fold=0", f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", "engine.views=[z]",
          "thresholds=[0.5]", "top_fractions=[]", "progress=false", f"hydra.run.dir={calibrated}"])
     calibration = json.loads((calibrated / "calibration.json").read_text())
-    through_predict = float(next(r["surface_dice"] for r in calibration["rows"] if r["mode"] == "fixed"))
+    through_calibrate = float(next(r["surface_dice"] for r in calibration["rows"] if r["mode"] == "fixed"))
     submission = work / "submission.csv"
     run([sys.executable, "-m", "src.predict", f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", f"output={submission}",
          "progress=false", f"hydra.run.dir={work / 'predict'}"])
     scores = score_csv(submission, data / "solution.csv")
 
     store, registry = VolumeStore(progress=False), Registry.load()
-    result = {"val_sd_at_0.5": val, "val_sd_at_0.5_through_calibrate": through_predict}
-    print(f"\nvalidation kidney (fold 0): training's val/sd@0.5 {val:.4f}, the same kidney through src.calibrate {through_predict:.4f}")
+    result = {"val_sd_at_0.5": val, "val_sd_at_0.5_through_calibrate": through_calibrate}
+    print(f"\nvalidation kidney (fold 0): training's val/sd@0.5 {val:.4f}, the same kidney through src.calibrate {through_calibrate:.4f}")
     print(f"{'kidney':<10}{'model':>8}{'threshold baseline':>20}{'ratio':>8}")
     for kidney, score in scores.items():
         image = store.open(data / "test" / kidney / "images")

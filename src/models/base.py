@@ -65,7 +65,8 @@ class SegmentationModule(LightningModule):
         return self.net(x)
 
     def sd_thresholds(self) -> Sequence[float]:
-        raise NotImplementedError
+        """The thresholds of the logged ``val/sd@<th>``: each subclass says where it keeps them."""
+        raise NotImplementedError(f"{type(self).__name__} must define sd_thresholds()")
 
     def on_validation_epoch_start(self) -> None:
         self.totals = ValidationTotals(self.sd_thresholds(), self.device)
