@@ -46,12 +46,15 @@ DEMO_NET = {"arch": "UnetPlusPlus", "encoder_name": "tu-efficientnet_b0", "encod
 
 
 class Recording(torch.nn.Module):
+    """The network as is, noting each forward's batch size (``batches``) and input shape (``shapes``)."""
+
     def __init__(self, net):
         super().__init__()
-        self.net, self.batches = net, []
+        self.net, self.batches, self.shapes = net, [], []
 
     def forward(self, x):
         self.batches.append(x.shape[0])
+        self.shapes.append(tuple(x.shape))
         return self.net(x)
 
 
@@ -235,15 +238,110 @@ def overlap(shape: tuple[int, int, int], roi: int, device_ms: float, sw_batch: i
             "serial_s": round(serial_wall, 3), "ratio": round(wall_s / max(device_s, host_s), 3)}
 
 
+def gpu(shape: tuple[int, int, int], roi: int, sw_batch: int, slices: int, encoder: str, tta: str,
+        views: tuple[str, ...], device: str = "cuda", compile_: bool = False, replicas: bool = True) -> dict:
+    """End-to-end engine throughput against the bare forward of the same windows on one device.
+
+    A UNet++ with ``encoder`` (random weights: the time does not depend on them) predicts a synthetic
+    volume with the engine (float16 autocast on CUDA, channels-last, pipelined), one view at a time: a
+    first run (cudnn.benchmark tunes each new input shape there), then a timed run whose every forward's
+    input shape is recorded; the bare network then runs exactly those shapes back to back from tensors
+    already on the device (same autocast, memory format and ``inference_mode``), credited with the real
+    windows only (the engine pads a short batch to a fixed shape on CUDA). ``ratio`` is bare time /
+    engine time: the share of the device's own throughput the whole engine (reading, normalising,
+    stacking, padding, blending, copying back, writing) delivers. Each view's line is printed as soon as
+    it is measured. Then: the engine's ``estimate`` against the measured time, and (``replicas``) two
+    replicas on this one device (``devices=[d, d]``, the several-GPU path) against one (maximum
+    difference in probability).
+    """
+    import tempfile
+
+    import segmentation_models_pytorch as smp
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.manual_seed(0)
+    net = smp.create_model("UnetPlusPlus", encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1)
+    rec = Recording(net)
+    kw = dict(roi_size=roi, sw_batch_size=sw_batch, slices_per_batch=slices, device=dev, progress=False)
+    result: dict = {"benchmark": "gpu", "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "encoder": encoder,
+                    "shape": list(shape), "roi": roi, "sw_batch_size": sw_batch, "slices_per_batch": slices, "tta": tta,
+                    "views": list(views), "torch": torch.__version__, "per_view": {}}
+    voxels = int(np.prod(shape))
+    print(f"gpu: UNet++/{encoder}, volume {shape[0]}x{shape[1]}x{shape[2]}, roi {roi}, tta {tta}, sw_batch_size {sw_batch}, "
+          f"{slices} slices per forward, on {result['device']}", flush=True)
+    print(f"  {'view':<6}{'first s':>9}{'engine s':>10}{'bare s':>9}{'ratio':>7}{'forwards':>10}{'padding':>9}  stages (s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bvs-gpu-") as tmp:
+        volume = synthetic_volume(Path(tmp), shape)
+        fmt = torch.channels_last if cuda else torch.contiguous_format
+        t_engine = t_bare = 0.0
+        for view in views:
+            engine = InferenceEngine([Member(rec, 3, tta=tta)], compile=compile_, views=(view,), **kw)
+            t0 = time.perf_counter()
+            engine.predict(volume, out=Path(tmp) / "warm.npy")  # cudnn.benchmark tunes here
+            sync()
+            first = time.perf_counter() - t0
+            rec.shapes.clear()
+            engine.timings = dict.fromkeys(engine.timings, 0.0)
+            engine.window_counts = dict.fromkeys(engine.window_counts, 0)
+            t0 = time.perf_counter()
+            engine.predict(volume, out=Path(tmp) / "prob.npy")
+            sync()
+            t_view = time.perf_counter() - t0
+            shapes = list(rec.shapes)
+            inputs = {s: torch.rand(s, device=dev).contiguous(memory_format=fmt) for s in set(shapes)}
+            bare_net = engine.replicas[0].nets[0]
+            with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=cuda):
+                for s in inputs:
+                    bare_net(inputs[s])
+                sync()
+                t0 = time.perf_counter()
+                for s in shapes:
+                    bare_net(inputs[s])
+                sync()
+                bare = time.perf_counter() - t0
+            del inputs
+            counts = engine.window_counts
+            useful = counts["windows"] / max(1, counts["windows"] + counts["padding"]) if cuda else 1.0
+            bare *= useful
+            t_engine, t_bare = t_engine + t_view, t_bare + bare
+            stages = {k: round(v, 2) for k, v in engine.timings.items()}
+            result["per_view"][view] = {"first_s": round(first, 3), "engine_s": round(t_view, 3), "bare_s": round(bare, 3),
+                                        "ratio": round(bare / t_view, 3), "forwards": len(shapes),
+                                        "padding_share": round(1 - useful, 4), "stage_s": stages}
+            print(f"  {view:<6}{first:>9.2f}{t_view:>10.2f}{bare:>9.2f}{bare / t_view:>7.2f}{len(shapes):>10}{1 - useful:>9.1%}  {stages}",
+                  flush=True)
+        result.update(engine_s=round(t_engine, 3), engine_mvox_s=round(voxels / t_engine / 1e6, 3), bare_s=round(t_bare, 3),
+                      bare_mvox_s=round(voxels / t_bare / 1e6, 3), ratio=round(t_bare / t_engine, 3))
+        print(f"  all views: engine {t_engine:.2f} s ({result['engine_mvox_s']:.2f} Mvox/s), bare {t_bare:.2f} s; engine / bare "
+              f"throughput {result['ratio']:.2f} (goal >= 0.80: {'met' if result['ratio'] >= 0.8 else 'NOT met'})", flush=True)
+        engine = InferenceEngine([Member(rec, 3, tta=tta)], compile=compile_, views=views, **kw)
+        rows = engine.estimate({"volume": shape})
+        result["estimate_s"] = round(sum(r["seconds"] for r in rows), 3)
+        print(f"  estimate {result['estimate_s']:.2f} s against {t_engine:.2f} s measured", flush=True)
+        if replicas and not compile_:  # the several-device path on this one device: two replicas sharing a work queue
+            one = np.array(engine.predict(volume, out=Path(tmp) / "one.npy"), dtype=np.float32)
+            two = InferenceEngine([Member(net, 3, tta=tta)], devices=[str(dev), str(dev)], views=views, **kw)
+            t0 = time.perf_counter()
+            both = np.array(two.predict(volume, out=Path(tmp) / "two.npy"), dtype=np.float32)
+            sync()
+            result.update(two_replicas_s=round(time.perf_counter() - t0, 3), two_replicas_max_abs_diff=float(np.abs(both - one).max()))
+            print(f"  two replicas on this device: {result['two_replicas_s']:.2f} s, max |difference| "
+                  f"{result['two_replicas_max_abs_diff']:.2g}", flush=True)
+    return result
+
+
 def main(argv=None):
     import json
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="overhead+memory", choices=("plumbing", "overlap", "overhead+memory"))
+    parser.add_argument("what", nargs="?", default="overhead+memory", choices=("plumbing", "overlap", "gpu", "overhead+memory"))
     parser.add_argument("--data", default=str(REPO_ROOT / "data" / "phantom"), help="small phantom (built if missing)")
     parser.add_argument("--roi", type=int, default=None, help="window (plumbing, overlap: 800; overhead: 128)")
     parser.add_argument("--shape", type=int, nargs=3, default=None, help="plumbing / overlap volume (default 160 1303 912 / 96 1303 912)")
-    parser.add_argument("--views", nargs="+", default=["z"], help="overlap: views predicted (default z: host and device work comparable)")
+    parser.add_argument("--views", nargs="+", default=None,
+                        help="views predicted (overlap default z: host and device work comparable; gpu default all three)")
     parser.add_argument("--sw-batch-size", type=int, default=4)
     parser.add_argument("--slices", type=int, default=4, help="slices per forward (engine.slices_per_batch)")
     parser.add_argument("--device-ms", type=float, default=30.0, help="overlap: the stand-in network's milliseconds per window")
@@ -251,14 +349,24 @@ def main(argv=None):
     parser.add_argument("--shapes", type=int, nargs="+", default=(300, 512, 512, 300, 1024, 1024),
                         help="volumes of the memory test, three numbers each")
     parser.add_argument("--block-mb", type=int, default=32)
+    parser.add_argument("--encoder", default="tu-tf_efficientnet_b5", help="gpu: the UNet++ encoder (recipe: B5, B6)")
+    parser.add_argument("--tta", default="none", help="gpu: none | flip | d4")
+    parser.add_argument("--device", default="cuda", help="gpu: the device")
+    parser.add_argument("--compile", action="store_true", help="gpu: engine.compile=true")
+    parser.add_argument("--no-replicas", action="store_true", help="gpu: skip the two-replicas-on-one-device check")
     args = parser.parse_args(argv)
+    if args.what == "gpu":
+        result = gpu(tuple(args.shape or (64, 1303, 912)), args.roi or 512, args.sw_batch_size, args.slices, args.encoder,
+                     args.tta, tuple(args.views or ("z", "xz", "zy")), args.device, args.compile, not args.no_replicas)
+        print(json.dumps(result))
+        return result
     if args.what == "plumbing":
         result = plumbing(tuple(args.shape or (160, 1303, 912)), args.roi or 800, args.sw_batch_size, args.slices, not args.serial)
         print(json.dumps(result))
         return result
     if args.what == "overlap":
         result = overlap(tuple(args.shape or (96, 1303, 912)), args.roi or 800, args.device_ms, args.sw_batch_size, args.slices,
-                         args.block_mb, tuple(args.views))
+                         args.block_mb, tuple(args.views or ("z",)))
         print(json.dumps(result))
         return result
     build_phantom(Path(args.data), size="small")

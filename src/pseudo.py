@@ -26,7 +26,7 @@ from src.data.registry import VIEWS, Registry
 from src.data.volumes import VolumeStore
 from src.inference.checkpoints import find_checkpoint, load_member
 from src.inference.engine import InferenceEngine, resolve_device
-from src.inference.pseudo_labels import pseudo_label
+from src.inference.predictor import KidneyPredictor
 from src.inference.tta import TTA_MODES
 from src.utils.errors import UserError, cli_main
 
@@ -124,7 +124,8 @@ def main(argv=None) -> dict:
     for group in present:
         volume = store.open(group.images_dir(data))
         labels = group.labels_dir(data) if args.split == "external" else group.pseudo_labels_dir(data)
-        written[group.name] = pseudo_label(engine, volume, labels, overwrite=args.overwrite, name=group.name)
+        predictor = KidneyPredictor.for_labels(engine, labels, registry)
+        written[group.name] = predictor.pseudo_labels(volume, group.name, labels, overwrite=args.overwrite)
         print(f"{group.name}: wrote {written[group.name]} label slices to {labels} ({len(volume)} in all)")
     return written
 

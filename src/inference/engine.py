@@ -114,6 +114,28 @@ def padded_window(hw: Sequence[int], roi: tuple[int, int], multiple: int) -> tup
     return (pad[0], pad[1]), (win[0], win[1])
 
 
+class FixedBatch:
+    """``net`` on batches padded to ``size`` (with copies of the last window; the extra outputs are
+    dropped), so that the network sees one input shape per window size. ``counts`` gathers the windows
+    run and the padding added."""
+
+    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], size: int, counts: dict | None = None):
+        self.net, self.size, self.counts = net, size, counts
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        missing = -n % self.size
+        if self.counts is not None:
+            self.counts["windows"] += n
+            self.counts["padding"] += missing
+        if not missing:
+            return self.net(x)
+        batch = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return self.net(batch)[:n]
+
+
 @dataclass
 class _Replica:
     """The ensemble's networks on one device."""
@@ -198,6 +220,7 @@ class InferenceEngine:
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
         self.timings = {"read": 0.0, "device": 0.0, "write": 0.0}  # seconds spent in each stage, summed
+        self.window_counts = {"windows": 0, "padding": 0}  # CUDA: windows run, and padding added to fix the batch
         self._timing_lock = threading.Lock()
 
     def _timed(self, stage: str, func: Callable) -> Callable:
@@ -232,14 +255,29 @@ class InferenceEngine:
         slice_area = max(max(p[0] * p[1] for p in pad_to), 1)
         return max(self.slices_per_batch, self.slices_per_batch * area // slice_area)
 
+    def window_batch(self, hw: tuple[int, int], roi: tuple[int, int]) -> int:
+        """Windows per forward for (h, w) slices: ``sw_batch_size`` for roi-sized windows, proportionally
+        more for smaller ones (thin sides: about the same pixels per forward), but no more than one
+        forward of ``slices_per_forward`` slices holds (a larger batch would only be padding)."""
+        from monai.data.utils import dense_patch_slices
+
+        pad_to, window = padded_window(hw, roi, self.pad_multiple)
+        scaled = max(self.sw_batch_size, self.sw_batch_size * (roi[0] * roi[1]) // (window[0] * window[1]))
+        interval = [w if w == p else max(int(w * (1 - self.overlap)), 1) for p, w in zip(pad_to, window)]
+        per_slice = len(dense_patch_slices(pad_to, window, interval))  # MONAI's own window placement
+        return max(1, min(scaled, per_slice * self.slices_per_forward(hw)))
+
     def _sliding_window(self, net: torch.nn.Module, x: torch.Tensor, roi: tuple[int, int]) -> torch.Tensor:
         h, w = x.shape[-2:]
         pad_to, window = padded_window((h, w), roi, self.pad_multiple)
+        sw_batch = self.window_batch((h, w), roi)
         x, (top, bottom, left, right) = reflect_pad_to(x, pad_to)
-        if x.device.type == "cuda" and self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        # windows smaller than the roi (thin sides) go more to a forward: about the same pixels per forward
-        sw_batch = max(self.sw_batch_size, self.sw_batch_size * (roi[0] * roi[1]) // (window[0] * window[1]))
+        if x.device.type == "cuda":
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # every forward of this window holds exactly sw_batch windows: a short last batch would be a
+            # new input shape, and cudnn.benchmark tunes every layer again for each (seconds per shape)
+            net = FixedBatch(net, sw_batch, self.window_counts)
         y = sliding_window(x, net, window, sw_batch, self.overlap, self.mode, self.padding_mode)
         return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
 
@@ -437,7 +475,7 @@ class InferenceEngine:
     def estimate(self, shapes: dict[str, tuple[int, int, int]], repeats: int = 2) -> list[dict]:
         """Seconds to predict volumes of ``shapes`` (name -> (Z, H, W)), from timed batches on this device.
 
-        For each volume and view, ``slices_per_batch`` random slices of the view's shape go through the
+        For each volume and view, the random slices of one forward (``slices_per_forward``) of the view's shape go through the
         whole ensemble (windows, test-time augmentation, blending) once to warm up and ``repeats`` times
         timed; the time per slice times the view's slice count, divided over the devices, is the view's
         estimate. Reading and writing overlap with the device (``pipeline``) and are not counted.
@@ -447,7 +485,7 @@ class InferenceEngine:
         for name, shape in shapes.items():
             for view in self.views:
                 n, h, w = (shape[a] for a in VIEW_AXES[view])
-                b = min(self.slices_per_batch, n)
+                b = min(self.slices_per_forward((h, w)), n)  # the slices of one forward, as predict_view runs them
                 stacks = {c: torch.rand((b, c, h, w), device=rep.device) for c in channels}
                 self._logits(rep, stacks)  # warm-up (cudnn.benchmark, compile)
                 sync = torch.cuda.synchronize if rep.device.type == "cuda" else (lambda: None)

@@ -8,10 +8,11 @@ resolution) and a work folder, and answers, per kidney volume:
 - :meth:`~KidneyPredictor.score`: what the threshold decides on (the 2-D probability or the blend);
 - :meth:`~KidneyPredictor.mask`: the per-slice mask after post-processing;
 - :meth:`~KidneyPredictor.rows`: the submission rows (id -> RLE);
+- :meth:`~KidneyPredictor.pseudo_labels`: the kidney's pseudo-label PNGs, resumable;
 - :meth:`~KidneyPredictor.forget`: remove the kidney's work files.
 
-``src.predict``, ``src.calibrate`` and the Kaggle notebook (through ``src.predict``) use it; the names
-of the work files live here and nowhere else.
+``src.predict``, ``src.calibrate``, ``generate_pseudo.py`` and the Kaggle notebook (through
+``src.predict``) use it; the names of the work files live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from src.inference.resolution import predict_at, rescale_factor
 
 log = logging.getLogger(__name__)
 WORK_FILES = ("", "_3d", "_score", "_mask")  # <kidney><suffix>.npy: 2-D, 3-D, blended score, post-processed mask
+PSEUDO_WORK = ".pseudo-work"  # beside a labels folder: the per-view maps of an interrupted pseudo-labelling run
 
 
 class KidneyPredictor:
@@ -114,6 +116,22 @@ class KidneyPredictor:
 
         wanted = set(volume.numbers) if wanted is None else set(wanted)
         return submission_rows(kidney, volume.first, len(volume), self.mask(volume, kidney), wanted)
+
+    @classmethod
+    def for_labels(cls, engine, labels_dir: str | Path, registry: Registry | None = None) -> KidneyPredictor:
+        """A predictor whose work folder sits beside ``labels_dir`` (``<labels_dir>/../.pseudo-work``), so an
+        interrupted pseudo-labelling run resumes from it."""
+        return cls(engine, None, Path(labels_dir).parent / PSEUDO_WORK, registry=registry)
+
+    def pseudo_labels(self, volume: Volume, kidney: str, labels_dir: str | Path, overwrite: bool = False) -> int:
+        """Write ``kidney``'s missing pseudo labels (``labels_dir/NNNN.png`` = round(probability * 255)),
+        resumable from the per-view maps in the work folder, which goes once every label exists (see
+        :func:`src.inference.pseudo_labels.pseudo_label`). Returns how many were written."""
+        from src.inference.pseudo_labels import pseudo_label
+
+        if self.engine is None:
+            raise ValueError("this predictor was built without models")
+        return pseudo_label(self.engine, volume, Path(labels_dir), self.work, overwrite, kidney)
 
     def estimate(self, shapes: dict[str, tuple[int, int, int]], repeats: int = 2) -> list[dict]:
         """The 2-D engine's time estimate for volumes of ``shapes`` (see ``InferenceEngine.estimate``)."""

@@ -1,8 +1,9 @@
 """Pseudo labels for an unlabelled volume, resumable.
 
 The ensemble's probability of each view is written block by block into its own float16 memory map
-in a work folder (``<labels>/../.pseudo-work``), with the next slice to do recorded after each block,
-so an interrupted run continues where it stopped (a block is overwritten, never added twice). Then every
+in a work folder (:class:`~src.inference.predictor.KidneyPredictor` names it:
+``<labels>/../.pseudo-work``), with the next slice to do recorded after each block, so an
+interrupted run continues where it stopped (a block is overwritten, never added twice). Then every
 missing ``labels/NNNN.png`` = round(mean over views * 255) is written atomically; label files that
 already exist are kept. The work folder is removed once every label exists.
 """
@@ -38,11 +39,12 @@ def ensemble_fingerprint(engine: InferenceEngine) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, overwrite: bool = False, name: str = "") -> int:
-    """Write the missing pseudo labels of ``volume`` into ``labels_dir``; returns how many were written."""
-    labels_dir = Path(labels_dir)
+def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, work: Path, overwrite: bool = False,
+                 name: str = "") -> int:
+    """Write the missing pseudo labels of ``volume`` into ``labels_dir``, resuming from the per-view maps
+    in ``work``; returns how many were written."""
+    labels_dir, work = Path(labels_dir), Path(work)
     labels_dir.mkdir(parents=True, exist_ok=True)
-    work = labels_dir.parent / ".pseudo-work"
     numbers = list(volume.numbers)
     missing = [n for n in numbers if overwrite or not (labels_dir / f"{n:04d}.png").exists()]
     if not missing:

@@ -188,3 +188,34 @@ def test_device_lists():
     assert resolve_devices(["cpu", "cpu"], cpu) == [cpu, cpu]
     with pytest.raises(UserError, match="engine.devices"):
         resolve_devices("many", cpu)
+
+
+from src.inference.engine import FixedBatch  # noqa: E402
+
+
+def test_fixed_batch_pads_short_batches_and_returns_only_the_real_windows():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 1, 1)).eval()
+    seen, counts = [], {"windows": 0, "padding": 0}
+
+    def recording(x):
+        seen.append(x.shape[0])
+        return net(x)
+
+    fixed = FixedBatch(recording, 8, counts)
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        out = fixed(x)
+        full = fixed(torch.rand(8, 3, 16, 16))
+    assert seen == [8, 8] and out.shape == (5, 1, 16, 16) and full.shape == (8, 1, 16, 16)
+    torch.testing.assert_close(out, net(x).detach())
+    assert counts == {"windows": 13, "padding": 3}
+
+
+def test_window_batch_is_capped_by_the_windows_of_one_forward():
+    engine = InferenceEngine([Member(CentreLogit(), 3)], roi_size=512, sw_batch_size=8, slices_per_batch=4, progress=False,
+                             device="cpu")
+    assert engine.window_batch((1303, 912), (512, 512)) == 8  # 12 windows a slice: full batches of 8
+    # an xz slice of a 64-slice volume: windows 64x512 (1/8 of the roi), 3 a slice, 17 slices a forward
+    assert engine.slices_per_forward((64, 912)) == 17
+    assert engine.window_batch((64, 912), (512, 512)) == 51  # not the 64 the area alone allows
