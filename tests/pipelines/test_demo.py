@@ -34,10 +34,11 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     data, work = tmp_path / "phantom", tmp_path / "work"
     results = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN, "--train-3d", *TINY_3D])
     for key in ("val_model_sd", "val_baseline_sd", "kidney_5_model", "kidney_6_model", "kidney_5_baseline", "test_model_mean",
-                "kidney_5_3d", "kidney_6_blend", "test_blend_mean"):
+                "kidney_5_3d", "kidney_6_blend", "test_blend_mean", "kidney_5_average", "kidney_6_average"):
         assert 0.0 <= results[key] <= 1.0, key
     out = capsys.readouterr().out
     assert "best val/sd@" in out and "best global intensity threshold" in out
+    assert "2-D + 3-D average (blend.mode=average" in out and "share of voxels called at 0.5" in out
     assert (work / "stage1" / "fold0" / "metrics.json").exists()
     hoa = data / "train_ext" / "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_"
     assert len(list((hoa / "labels").glob("*.png"))) == len(list((hoa / "images").glob("*.jp2")))
