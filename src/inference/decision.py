@@ -48,7 +48,7 @@ def build_engines(cfg):
                              sw_batch_size=e.sw_batch_size, slices_per_batch=e.slices_per_batch, views=list(e.views),
                              device=device, amp=e.amp, progress=cfg.progress, devices=e.get("devices"),
                              pipeline=e.get("pipeline", True), prefetch=e.get("prefetch", 1), compile=e.get("compile", False),
-                             channels_last=e.get("channels_last", True))
+                             channels_last=e.get("channels_last", True), fixed_batch=e.get("fixed_batch"))
     checkpoints_3d = list(cfg.get("checkpoints_3d") or [])
     if not checkpoints_3d:
         return engine, None

@@ -203,6 +203,7 @@ class InferenceEngine:
     compile: bool = False  # torch.compile each network (fixed window shapes)
     channels_last: bool = True  # on CUDA
     pad_multiple: int = 32  # the networks' down-sampling factor: thin sides are padded to a multiple of it
+    fixed_batch: bool | None = None  # pad short window batches to one shape per window size (None: on CUDA, for cudnn.benchmark)
     _device: torch.device = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -220,7 +221,7 @@ class InferenceEngine:
         if self.total_weight <= 0:
             raise UserError("ensemble weights must sum to a positive number")
         self.timings = {"read": 0.0, "device": 0.0, "write": 0.0}  # seconds spent in each stage, summed
-        self.window_counts = {"windows": 0, "padding": 0}  # CUDA: windows run, and padding added to fix the batch
+        self.window_counts = {"windows": 0, "padding": 0}  # with fixed_batch: windows run, and padding added
         self._timing_lock = threading.Lock()
 
     def _timed(self, stage: str, func: Callable) -> Callable:
@@ -272,9 +273,10 @@ class InferenceEngine:
         pad_to, window = padded_window((h, w), roi, self.pad_multiple)
         sw_batch = self.window_batch((h, w), roi)
         x, (top, bottom, left, right) = reflect_pad_to(x, pad_to)
-        if x.device.type == "cuda":
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        cuda = x.device.type == "cuda"
+        if cuda and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.fixed_batch or (self.fixed_batch is None and cuda):
             # every forward of this window holds exactly sw_batch windows: a short last batch would be a
             # new input shape, and cudnn.benchmark tunes every layer again for each (seconds per shape)
             net = FixedBatch(net, sw_batch, self.window_counts)

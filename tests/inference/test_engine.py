@@ -219,3 +219,17 @@ def test_window_batch_is_capped_by_the_windows_of_one_forward():
     # an xz slice of a 64-slice volume: windows 64x512 (1/8 of the roi), 3 a slice, 17 slices a forward
     assert engine.slices_per_forward((64, 912)) == 17
     assert engine.window_batch((64, 912), (512, 512)) == 51  # not the 64 the area alone allows
+
+
+@pytest.mark.parametrize("tta", ["none", "d4"])
+def test_fixed_batches_give_the_unpadded_result_on_every_view(volume, tta):
+    """The CUDA path (short window batches padded to one shape) forced on the CPU: every view, thin ones
+    included, and TTA groups of non-square windows predict what the unpadded path predicts."""
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)).eval()
+    kw = {"roi_size": 48, "sw_batch_size": 3, "slices_per_batch": 2, "pipeline": False}
+    plain = engine([Member(net, 3, tta=tta)], fixed_batch=False, **kw)
+    fixed = engine([Member(net, 3, tta=tta)], fixed_batch=True, **kw)
+    expected, got = plain.predict(volume), fixed.predict(volume)
+    assert fixed.window_counts["padding"] > 0 and plain.window_counts == {"windows": 0, "padding": 0}
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=1e-3)
