@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data.utils import dense_patch_slices
 
 from src.data.registry import VIEW_AXES, VIEWS
 from src.data.volumes import Volume, flush_rows, read_view_block, release_pages
@@ -260,8 +261,6 @@ class InferenceEngine:
         """Windows per forward for (h, w) slices: ``sw_batch_size`` for roi-sized windows, proportionally
         more for smaller ones (thin sides: about the same pixels per forward), but no more than one
         forward of ``slices_per_forward`` slices holds (a larger batch would only be padding)."""
-        from monai.data.utils import dense_patch_slices
-
         pad_to, window = padded_window(hw, roi, self.pad_multiple)
         scaled = max(self.sw_batch_size, self.sw_batch_size * (roi[0] * roi[1]) // (window[0] * window[1]))
         interval = [w if w == p else max(int(w * (1 - self.overlap)), 1) for p, w in zip(pad_to, window)]

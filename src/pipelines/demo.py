@@ -32,6 +32,7 @@ from src.data.multiview import project_split
 from src.data.phantom import build_phantom
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
+from src.inference.blend import blend_score_slice
 from src.inference.checkpoints import best_checkpoint_in
 from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
@@ -217,8 +218,7 @@ def solution_volume(solution: pd.DataFrame, kidney: str) -> np.ndarray:
     return np.stack([rle_decode(r.rle, (int(r.height), int(r.width))) for r in rows.itertuples()])
 
 
-AVERAGE_W2D = 0.75  # the average blend the demo also reports: (3 * p2d + p3d) / 4 > 0.5
-AVERAGE_BLEND = ("blend.mode=average", "blend.weight_2d=3", "blend.weight_3d=1", "blend.threshold=0.5")
+AVERAGE_BLEND = {"mode": "average", "weight_2d": 3.0, "weight_3d": 1.0, "threshold": 0.5}  # also reported: (3 p2d + p3d) / 4 > 0.5
 
 
 def predict_test(data: Path, work: Path, run_dir: Path, run_3d: Path, results: dict) -> None:
@@ -251,13 +251,14 @@ def predict_test(data: Path, work: Path, run_dir: Path, run_3d: Path, results: d
         p2d, p3d = np.asarray(prob, dtype=np.float32), np.asarray(prob_3d, dtype=np.float32)
         only_3d = surface_dice(p3d > 0.5, truth)
         print(f"  {'':<10} 3-D alone (threshold 0.5): {only_3d:.6f}")
-        average = surface_dice((AVERAGE_W2D * p2d + (1 - AVERAGE_W2D) * p3d) > 0.5, truth)
-        print(f"  {'':<10} 2-D + 3-D average ({' '.join(AVERAGE_BLEND)}): {average:.6f}")
+        average = surface_dice(blend_score_slice(p2d, p3d, **AVERAGE_BLEND) > AVERAGE_BLEND["threshold"], truth)
+        overrides = " ".join(f"blend.{k}={v}" for k, v in AVERAGE_BLEND.items())
+        print(f"  {'':<10} 2-D + 3-D average ({overrides}): {average:.6f}")
         # the submitted blend calls a voxel where p2d + p3d > 0.55 inside the 2-D hull: a 3-D model that
         # calls more than the truth pulls it down; these shares show whether it does
         print(f"  {'':<10} share of voxels called at 0.5: 2-D {(p2d > 0.5).mean():.2%}, 3-D {(p3d > 0.5).mean():.2%}, "
               f"truth {truth.mean():.2%}")
-        png = write_preview(image, np.asarray(prob) > 0.5, work / "pictures" / f"{kidney}.png", truth)
+        png = write_preview(image, p2d > 0.5, work / "pictures" / f"{kidney}.png", truth)
         print(f"  picture: {png}")
         results.update({f"{kidney}_model": scores[kidney], f"{kidney}_baseline": baseline, f"{kidney}_3d": only_3d,
                         f"{kidney}_blend": blend_scores[kidney], f"{kidney}_average": average})
