@@ -49,7 +49,9 @@ kaggle-datasets: install
 carryover: install
 	$(PYTHON) -m benchmarks.carryover
 
-# Each robustness lever measured on the phantom's kidney_5 (50.28 um) and kidney_6 (63.08 um) (README, Robustness levers)
+# Each robustness lever measured on the phantom's kidney_5 (50.28 um) and kidney_6 (63.08 um), over seeds
+# (README, Robustness levers):  make eval-robustness ROBUSTNESS_ARGS='--seeds 0,1,2 trainer.max_steps=200'
+ROBUSTNESS_ARGS ?=
 .PHONY: eval-robustness
 eval-robustness: install
-	$(PYTHON) -m src.robustness
+	$(PYTHON) -m src.robustness $(ROBUSTNESS_ARGS)

@@ -5,7 +5,8 @@ statistics, padded (reflect for the image, zeros for the label) where the volume
 crop. With probability ``vessel_p`` a crop must contain vessels: a few random crops are tried, then a
 crop centred on a random vessel voxel (drawn through per-slice vessel counts computed once, so
 every vessel voxel is equally likely). Augmentation is the recipe's 3-D d4: a random quarter turn in
-one of the three planes and a random flip of each axis. Validation crops are drawn once from a fixed
+one of the three planes and a random flip of each axis; ``aug=robust`` adds intensity changes of
+another scan (:mod:`src.data.transforms_3d`, not in the recipe). Validation crops are drawn once from a fixed
 seed, so every epoch scores the same crops.
 """
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.datamodule_2d import check_data_dir, make_loader, per_device_batch_size, seed_augmentation_worker
 from src.data.registry import Group, Registry
+from src.data.transforms_3d import IntensityAugmentation3D
 from src.data.volumes import Volume, VolumeStore, advise_random_access, read_region, release_pages
 from src.utils.errors import UserError
 from src.utils.sizes import size_tuple
@@ -133,8 +135,10 @@ def _tensors(image: np.ndarray, label: np.ndarray) -> dict:
 class RandomCrops3D(Dataset):
     """``samples`` random crops per epoch; a volume is drawn with its registry weight."""
 
-    def __init__(self, pairs: list[VolumePair], size: int, samples: int, vessel_p: float = 0.5, augment: bool = True, seed: int = 0):
+    def __init__(self, pairs: list[VolumePair], size: int, samples: int, vessel_p: float = 0.5, augment: bool = True, seed: int = 0,
+                 aug: str = "d4"):
         self.pairs, self.size, self.samples, self.vessel_p, self.augment = pairs, crop_size(size), int(samples), float(vessel_p), augment
+        self.intensity = IntensityAugmentation3D(aug)
         weights = np.array([p.group.weight for p in pairs], dtype=np.float64)
         self.weights = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
@@ -150,6 +154,7 @@ class RandomCrops3D(Dataset):
         image, label = pair.read(choose_crop(pair, self.size, self.vessel_p, self.rng), self.size)
         if self.augment:
             image, label = d4_3d(image, label, self.rng)
+            image = self.intensity(image, self.rng)
         return _tensors(image, label)
 
 
@@ -180,6 +185,7 @@ class VolumeDataModule3D(LightningDataModule):
         samples_per_epoch: int = 2000,
         val_samples_per_epoch: int = 200,
         vessel_p: float = 0.5,
+        aug: str = "d4",
         num_workers: int = 8,
         pin_memory: bool = True,
         persistent_workers: bool = False,
@@ -219,7 +225,8 @@ class VolumeDataModule3D(LightningDataModule):
             raise UserError(f"3-D fold {self.fold.fold}: validation volume {val.name} not found ({self.data_dir / str(val.labels)})")
         size = crop_size(self.hparams.img_size)
         seed = int(torch.randint(2**31, ()).item()) + 7919 * rank  # each process draws its own crops
-        self.train_set = RandomCrops3D(pairs, size, self.hparams.samples_per_epoch // world, self.hparams.vessel_p, seed=seed)
+        self.train_set = RandomCrops3D(pairs, size, self.hparams.samples_per_epoch // world, self.hparams.vessel_p, seed=seed,
+                                      aug=self.hparams.aug)
         self.train_set.rank = rank
         self.val_set = FixedCrops3D(VolumePair.open(store, val, self.data_dir, threshold), size,
                                     self.hparams.val_samples_per_epoch, self.hparams.vessel_p, self.hparams.val_seed)

@@ -28,6 +28,7 @@ import numpy as np
 
 from src.pipelines.common import add_training_overrides
 from src.utils.errors import cli_main
+from src.utils.files import write_text_atomic
 from src.utils.settings import REPO_ROOT
 
 KIDNEYS = ("kidney_5", "kidney_6")
@@ -154,7 +155,7 @@ def main(argv=None) -> list[dict]:
 
     rows_by_seed, calibrations = {}, {}
     for seed in args.seeds:
-        rows_by_seed[seed], calibrations[seed] = one_seed(seed, data, work / f"seed{seed}", args)
+        rows_by_seed[seed], calibrations[seed] = finished_seed(seed, work / f"seed{seed}", args)
     summary = summarise(rows_by_seed)
     table = markdown(summary)
     print("\n" + table)
@@ -164,6 +165,21 @@ def main(argv=None) -> list[dict]:
                                                       "rows": rows_by_seed}, indent=1))
     print(f"\nrobustness finished in {time.perf_counter() - started:.0f} s -> {work / 'robustness.md'}, {png}")
     return summary
+
+
+SEED_ROWS = "rows.json"  # a finished seed's rows and calibration: an interrupted multi-seed run resumes after it
+
+
+def finished_seed(seed: int, work: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """The rows of ``seed``: read from ``<work>/rows.json`` when a previous run finished it, else measured and saved."""
+    saved = work / SEED_ROWS
+    if saved.exists():
+        entry = json.loads(saved.read_text())
+        print(f"== seed {seed}: reused the finished rows in {saved}")
+        return entry["rows"], entry["calibration"]
+    rows, calibration = one_seed(seed, Path(args.data), work, args)
+    write_text_atomic(saved, json.dumps({"seed": seed, "rows": rows, "calibration": calibration}, indent=1))
+    return rows, calibration
 
 
 def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:

@@ -111,3 +111,14 @@ def test_a_list_img_size_gives_crops_of_that_shape(tiny_phantom):
     batch = next(iter(dm.train_dataloader()))
     assert tuple(batch["image"].shape) == (2, 1, 8, 16, 24) and tuple(batch["mask"].shape) == (2, 1, 8, 16, 24)
     assert tuple(next(iter(dm.val_dataloader()))["image"].shape[2:]) == (8, 16, 24)
+
+
+def test_aug_robust_changes_training_crops_not_labels_or_validation(tiny_phantom):
+    plain, robust = make(tiny_phantom), make(tiny_phantom, aug="robust")
+    for dm in (plain, robust):
+        dm.setup("fit")
+        dm.train_set.reseed(3)
+    a, b = plain.train_set[0], robust.train_set[0]
+    np.testing.assert_array_equal(a["mask"].numpy(), b["mask"].numpy())  # the same crop and turn: d4 draws first
+    assert not np.allclose(a["image"].numpy(), b["image"].numpy())
+    np.testing.assert_array_equal(plain.val_set[0]["image"].numpy(), robust.val_set[0]["image"].numpy())

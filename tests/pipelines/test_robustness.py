@@ -56,3 +56,24 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
             assert (tmp_path / "work" / f"seed{seed}" / "train" / run / "metrics.json").exists()
     config = (tmp_path / "work" / "seed1" / "train" / "rotate3d" / "config.yaml").read_text()
     assert "rotate3d_prob: 0.5" in config and "seed: 1" in config
+
+
+def test_a_finished_seed_is_saved_and_reused_not_measured_again(tmp_path, monkeypatch):
+    import argparse
+
+    from src.pipelines import robustness
+
+    rows = [{"lever": "blend", "kidney_5": 0.2, "kidney_6": 0.3, "mean": 0.25}]
+    calibration = {"fixed": {"value": 0.4}, "top_fraction": {"value": 0.01}}
+    measured = []
+
+    def measure(seed, data, work, args):
+        measured.append(seed)
+        return rows, calibration
+
+    monkeypatch.setattr(robustness, "one_seed", measure)
+    args = argparse.Namespace(data=str(tmp_path / "data"))
+    assert robustness.finished_seed(3, tmp_path / "seed3", args) == (rows, calibration)
+    assert measured == [3] and json.loads((tmp_path / "seed3" / "rows.json").read_text())["seed"] == 3
+    assert robustness.finished_seed(3, tmp_path / "seed3", args) == (rows, calibration)  # read back
+    assert measured == [3]
