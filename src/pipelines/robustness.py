@@ -113,7 +113,9 @@ def plot(summary: list[dict], path: Path) -> Path:
     height = 0.38
     for j, (k, colour) in enumerate(zip(KIDNEYS, ("tab:blue", "tab:orange"))):
         pos = y + (j - 0.5) * height
-        ax.barh(pos, [r[k] for r in summary], height, xerr=[r[f"{k}_std"] for r in summary], color=colour, alpha=0.7,
+        # one std each side, the lower bar cut at 0 (a score is never negative; a collapsed seed makes std exceed the mean)
+        xerr = [[min(r[f"{k}_std"], r[k]) for r in summary], [r[f"{k}_std"] for r in summary]]
+        ax.barh(pos, [r[k] for r in summary], height, xerr=xerr, color=colour, alpha=0.7,
                 capsize=3, label=k)
         for p, r in zip(pos, summary):
             ax.plot(r[f"{k}_values"], [p] * len(r[f"{k}_values"]), "k.", markersize=3)
