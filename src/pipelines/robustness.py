@@ -12,7 +12,8 @@ The phantom renders the same organ geometry at both voxel sizes (its kidney_5 at
      (``python -m src.calibrate``), never on the test kidneys;
   4. predicts kidney_5 and kidney_6 with the recipe as submitted (2-D + 3-D blend) and with each lever
      switched on, scores each against ``solution.csv``, and prints a Markdown table (also written to
-     ``<work-dir>/robustness.md`` and ``robustness.json``).
+     ``<work-dir>/robustness.md`` and ``robustness.json``). Each finished seed's rows are kept in
+     ``<work-dir>/seed<N>/rows.json``, so an interrupted run resumes after its last finished seed.
 
 A lever that does not help on the phantom shows as such: the table is printed as measured.
 """
