@@ -97,7 +97,7 @@ def calibrate(cfg: DictConfig) -> dict:
     from src.data.registry import Registry
     from src.data.volumes import VolumeStore
     from src.inference.decision import check_postprocess
-    from src.inference.predictor import KidneyPredictor
+    from src.inference.predictor import KidneyPredictor, resolve_threshold
 
     _, _, min_size = check_postprocess(cfg.get("postprocess"))
     registry = Registry.load()
@@ -111,7 +111,8 @@ def calibrate(cfg: DictConfig) -> dict:
     if cfg.probabilities:
         prob = _load(cfg.probabilities, image.shape, "probabilities")
         prob_3d = _load(cfg.probabilities_3d, image.shape, "probabilities_3d") if cfg.probabilities_3d else None
-        predictor = KidneyPredictor(None, None, run_dir / "probabilities", cfg.threshold, cfg.blend, cfg.get("postprocess"),
+        threshold = resolve_threshold(cfg.threshold, [])  # the sweep sets its own; `checkpoint` with no model: 0.5
+        predictor = KidneyPredictor(None, None, run_dir / "probabilities", threshold, cfg.blend, cfg.get("postprocess"),
                                     cfg.get("resolution"), registry)
     else:
         if not cfg.checkpoints:

@@ -167,3 +167,15 @@ def test_pipelined_engine_writes_the_synchronous_submission(tmp_path, tiny_phant
     serial = pd.read_csv(predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, "engine.pipeline=false", "tta=flip")))
     piped = pd.read_csv(predict(cfg_for(tmp_path / "b", tiny_phantom, checkpoint, "engine.prefetch=2", "tta=flip")))
     pd.testing.assert_frame_equal(serial, piped)
+
+
+def test_the_default_threshold_is_the_checkpoints_own(tmp_path, tiny_phantom):
+    """threshold=checkpoint (the default): a checkpoint trained with model.predict_threshold=validated is cut at the
+    val/sd@<th> threshold it validated best at; the submission equals the one with that number given."""
+    validation = {"val/sd@0.3": 0.1, "val/sd@0.4": 0.2, "val/sd@0.5": 0.15, "epoch": 3}
+    ckpt = write_checkpoint(tmp_path / "v.ckpt", 3, hparams={"predict_threshold": "validated"}, validation=validation)[0]
+    own = pd.read_csv(predict(cfg_for(tmp_path / "a", tiny_phantom, ckpt)), keep_default_na=False)
+    given = pd.read_csv(predict(cfg_for(tmp_path / "b", tiny_phantom, ckpt, "threshold=0.4")), keep_default_na=False)
+    recipe = pd.read_csv(predict(cfg_for(tmp_path / "c", tiny_phantom, ckpt, "threshold=0.5")), keep_default_na=False)
+    assert own.equals(given)
+    assert not own.equals(recipe)  # the random network's probabilities lie between 0.4 and 0.5

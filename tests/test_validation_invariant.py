@@ -11,10 +11,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from omegaconf import open_dict
 
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
+from src.inference.checkpoints import checkpoint_threshold
 from src.metrics.rle import rle_decode
 from src.metrics.surface_dice import surface_dice
 from src.utils.entry import compose_config
@@ -115,7 +117,19 @@ def test_predict_reproduces_validation(trained, tiny_phantom, tmp_path):
     validated = np.load(tmp_path / "calibrate" / "probabilities" / f"{group.name}.npy").astype(np.float32)
     predicted = np.load(tmp_path / "predict" / "probabilities" / f"{group.name}.npy")[first : last + 1].astype(np.float32)
     assert np.abs(predicted[1:-1] - validated[1:-1]).max() < 2e-3
-    np.testing.assert_array_equal(mask, predicted > 0.5)
+    threshold, _ = checkpoint_threshold(ckpt)  # predict's default: the demo checkpoint's validated threshold
+    np.testing.assert_array_equal(mask, predicted > threshold)
     interior = (slice(1, -1),)
-    assert surface_dice(mask[interior], vessel[interior]) == pytest.approx(surface_dice(validated[interior] > 0.5, vessel[interior]),
-                                                                           abs=1e-3)
+    assert surface_dice(mask[interior], vessel[interior]) == pytest.approx(
+        surface_dice(validated[interior] > threshold, vessel[interior]), abs=1e-3)
+
+
+def test_the_checkpoint_records_its_validation_and_its_best_threshold(trained):
+    """The demo's model.predict_threshold=validated: last.ckpt carries the metrics of the validation before
+    it, and predict's threshold is the one with the best val/sd@<th> there."""
+    ckpt, val = trained
+    recorded = torch.load(ckpt, map_location="cpu", weights_only=False)["validation"]
+    for t in THRESHOLDS:
+        assert recorded[f"val/sd@{t:g}"] == pytest.approx(val[t], abs=1e-6), t
+    threshold, source = checkpoint_threshold(ckpt)
+    assert val[threshold] == max(val.values()) and source.startswith("validated")

@@ -28,6 +28,8 @@ class Member:
     tta: str = "none"
     name: str = ""
     roi_size: int | list[int] | None = None  # the window its training run validated with, as recorded (None: unknown)
+    threshold: float = 0.5  # what predict thresholds it at with threshold=checkpoint (see :func:`threshold_of`)
+    threshold_source: str = "default"
 
 
 def _read(path: Path) -> dict:
@@ -59,6 +61,34 @@ def load_member_3d(path: str | Path, weight: float = 1.0, tta: str = "none", dev
     return Member(net.eval().to(device), 1, float(weight), tta, str(path))
 
 
+DEFAULT_THRESHOLD = 0.5
+
+
+def threshold_of(ckpt: dict, path: Path | str = "") -> tuple[float, str]:
+    """(threshold, where it comes from) of a 2-D checkpoint, for ``predict threshold=checkpoint``.
+
+    ``hyper_parameters.predict_threshold`` is a probability (the recipe's 0.5) or ``validated``: the
+    ``val/sd@<th>`` threshold that scored best in ``checkpoint["validation"]`` (the metrics of the validation
+    the checkpoint was saved after; ties go to the threshold nearest 0.5). A checkpoint without the setting
+    (written before it existed) or without a recorded validation gets 0.5, said in the source."""
+    setting = (ckpt.get("hyper_parameters") or {}).get("predict_threshold", DEFAULT_THRESHOLD)
+    if setting != "validated":
+        return float(setting), "its training config"
+    scores = {float(k.split("@", 1)[1]): float(v) for k, v in (ckpt.get("validation") or {}).items() if k.startswith("val/sd@")}
+    if not scores:
+        return DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD}: 'validated' but no validation recorded in {Path(path).name}"
+    best = max(scores, key=lambda t: (scores[t], -abs(t - DEFAULT_THRESHOLD)))
+    at_default = scores.get(DEFAULT_THRESHOLD)
+    versus = f"; {at_default:.4f} at {DEFAULT_THRESHOLD}" if at_default is not None and best != DEFAULT_THRESHOLD else ""
+    epoch = (ckpt.get("validation") or {}).get("epoch")
+    return best, f"validated: val/sd {scores[best]:.4f} at epoch {epoch}{versus}"
+
+
+def checkpoint_threshold(path: str | Path) -> tuple[float, str]:
+    """:func:`threshold_of` of the checkpoint file at ``path``."""
+    return threshold_of(_read(Path(path)), path)
+
+
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The network of a checkpoint, in eval mode on ``device``, and its ``create_model`` arguments
     (plus ``roi_size``, the window its training validated with, when the checkpoint records it)."""
@@ -71,12 +101,15 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net_cfg = {**ckpt["hyper_parameters"]["net"], "encoder_weights": None}
     net = build_net(net_cfg)
     net.load_state_dict(_net_state(ckpt))
-    return net.eval().to(device), {**net_cfg, "roi_size": (ckpt["hyper_parameters"].get("val_window") or {}).get("roi_size")}
+    threshold, source = threshold_of(ckpt, path)
+    return net.eval().to(device), {**net_cfg, "roi_size": (ckpt["hyper_parameters"].get("val_window") or {}).get("roi_size"),
+                                   "threshold": threshold, "threshold_source": source}
 
 
 def load_member(path: str | Path, weight: float = 1.0, tta: str = "none", device="cpu") -> Member:
     net, cfg = load_network(path, device)
-    return Member(net, int(cfg.get("in_channels", 3)), float(weight), tta, str(path), cfg["roi_size"])
+    return Member(net, int(cfg.get("in_channels", 3)), float(weight), tta, str(path), cfg["roi_size"],
+                  cfg["threshold"], cfg["threshold_source"])
 
 
 def checkpoint_score(path: Path) -> float:

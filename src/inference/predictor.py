@@ -26,12 +26,37 @@ import numpy as np
 from src.data.registry import Registry
 from src.data.volumes import Volume
 from src.inference.decision import Score, build_engines, check_postprocess, score_of
-from src.inference.postprocess import postprocess_volume
+from src.inference.postprocess import postprocess_volume, threshold_chunk
 from src.inference.resolution import predict_at, rescale_factor
+from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 WORK_FILES = ("", "_3d", "_score", "_mask")  # <kidney><suffix>.npy: 2-D, 3-D, blended score, post-processed mask
 PSEUDO_WORK = ".pseudo-work"  # beside a labels folder: the per-view maps of an interrupted pseudo-labelling run
+
+
+FROM_CHECKPOINT = "checkpoint"  # threshold=checkpoint: each 2-D checkpoint says its own (model.predict_threshold)
+
+
+def resolve_threshold(setting, members, with_3d: bool = False) -> float:
+    """The 2-D threshold: ``setting`` when it is a number; with ``checkpoint``, the members' own thresholds
+    (:func:`src.inference.checkpoints.threshold_of`) averaged with their ensemble weights, logged with where
+    each comes from. With 3-D checkpoints the blend's threshold decides instead."""
+    if isinstance(setting, str) and setting.strip().lower() == FROM_CHECKPOINT:
+        total = sum(m.weight for m in members)
+        value = sum(m.weight * m.threshold for m in members) / total if total > 0 else 0.5
+        if not with_3d:
+            for m in members:
+                log.info("threshold %.4g of %s (%s)", m.threshold, Path(m.name).name, m.threshold_source)
+            log.info("2-D threshold %.4g (threshold=checkpoint; pass threshold=<number> to override)", value)
+        return float(value)
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        raise UserError(f"threshold must be a probability or '{FROM_CHECKPOINT}', got {setting!r}") from None
+    if value != value:
+        raise UserError("threshold must be a number, got nan")
+    return value
 
 
 class KidneyPredictor:
@@ -56,7 +81,8 @@ class KidneyPredictor:
         folder defaults to ``<run dir>/probabilities``."""
         engine, engine_3d = build_engines(cfg)
         work = Path(work) if work is not None else Path(cfg.paths.output_dir) / "probabilities"
-        return cls(engine, engine_3d, work, cfg.threshold, cfg.get("blend"), cfg.get("postprocess"), cfg.get("resolution"))
+        threshold = resolve_threshold(cfg.threshold, engine.members, with_3d=engine_3d is not None)
+        return cls(engine, engine_3d, work, threshold, cfg.get("blend"), cfg.get("postprocess"), cfg.get("resolution"))
 
     # ------------------------------------------------------------------ files
     def path(self, kidney: str, kind: str = "") -> Path:
@@ -102,8 +128,8 @@ class KidneyPredictor:
         mode, fraction, min_size = check_postprocess(self.postprocess)
         score = self.score(volume, kidney)
         t = score.threshold if threshold is None else float(threshold)
-        if mode == "fixed" and min_size <= 0:
-            return lambda z: score.slice(z) > t
+        if mode == "fixed" and min_size <= 0:  # exact for float16 probabilities (NumPy 2 compares `p16 > 0.4` in float16)
+            return lambda z: threshold_chunk(score.slice(z), t)
         values = self.stored_score(volume, kidney)
         out = np.lib.format.open_memmap(self.path(kidney, "_mask"), mode="w+", dtype=np.uint8, shape=tuple(volume.shape))
         mask, used = postprocess_volume(values, mode, t, fraction, min_size, out=out, value_range=score.value_range)

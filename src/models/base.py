@@ -74,10 +74,20 @@ class SegmentationModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         distributed = self.trainer.world_size > 1
         reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if distributed else None
+        values = self.totals.values(reduce)
+        if not self.trainer.sanity_checking:  # the sanity check sees two batches, not the volume
+            self.validation = {**values, "epoch": int(self.current_epoch), "step": int(self.global_step)}
         # every process holds the same totals; "max" keeps the value exact where "mean" could round it
-        for name, value in self.totals.values(reduce).items():
+        for name, value in values.items():
             prog_bar = self.prog_bar_metrics is None or name in self.prog_bar_metrics
             self.log(name, value, prog_bar=prog_bar, sync_dist=distributed, reduce_fx="max")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the metrics of the validation the checkpoint follows (``checkpoint["validation"]``): predict
+        reads the threshold a model validated best at from it (``model.predict_threshold: validated``)."""
+        validation = getattr(self, "validation", None)
+        if validation:
+            checkpoint["validation"] = dict(validation)
 
     def images_now(self, batch_idx: int, training: bool = True) -> bool:
         """Whether this step logs pictures (every ``log_images_every_n_steps``, rank 0, not in the sanity check)."""

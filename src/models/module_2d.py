@@ -18,7 +18,23 @@ from src.inference.sliding import sliding_window
 from src.metrics.surface_dice import SurfaceDiceAccumulator
 from src.models.base import SegmentationModule, plain
 from src.models.visuals import overlay
+from src.utils.errors import UserError
 from src.utils.sizes import size_tuple
+
+VALIDATED = "validated"  # model.predict_threshold: the val/sd@<th> threshold that scored best at the checkpoint's validation
+
+
+def check_predict_threshold(value: float | str) -> float | str:
+    """``model.predict_threshold``: a probability in (0, 1) or ``validated``; anything else is a one-line error."""
+    if isinstance(value, str) and value.strip().lower() == VALIDATED:
+        return VALIDATED
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"model.predict_threshold must be a probability or '{VALIDATED}', got {value!r}") from None
+    if not 0.0 < number < 1.0:
+        raise UserError(f"model.predict_threshold must lie strictly between 0 and 1, got {number}")
+    return number
 
 
 def build_net(net: dict) -> torch.nn.Module:
@@ -43,13 +59,15 @@ class SegmentationModule2D(SegmentationModule):
         dice_threshold: float = 0.5,
         log_images_every_n_steps: int = 200,
         compile: bool = False,
+        predict_threshold: float | str = 0.5,
     ):
         super().__init__()
         net, val_window = plain(net), plain(val_window)
         sd_thresholds = tuple(float(t) for t in plain(sd_thresholds))
+        predict_threshold = check_predict_threshold(predict_threshold)
         self.save_hyperparameters({"net": net, "val_window": val_window, "sd_thresholds": sd_thresholds,
                                    "dice_threshold": dice_threshold, "log_images_every_n_steps": log_images_every_n_steps,
-                                   "compile": compile}, logger=True)
+                                   "compile": compile, "predict_threshold": predict_threshold}, logger=True)
         self.net = build_net(net)
         self.criterion = loss
         self.optimizer_factory = optimizer

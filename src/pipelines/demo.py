@@ -33,7 +33,7 @@ from src.data.phantom import build_phantom
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
 from src.inference.blend import blend_score_slice
-from src.inference.checkpoints import best_checkpoint_in
+from src.inference.checkpoints import best_checkpoint_in, checkpoint_threshold
 from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
 from src.metrics.rle import rle_decode
@@ -151,9 +151,11 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
     print(f"  validation volume {val.name} ({len(image)} slices):")
     print(f"  model     best {metric} = {value:.4f} (epoch {epoch}, the best of every epoch and threshold)")
     print(f"            the checkpoint predict uses ({checkpoint.name}, top val/dice): val/sd@0.5 = {at_05:.4f}")
+    threshold_used, source = checkpoint_threshold(checkpoint)
+    print(f"            predict thresholds it at {threshold_used:g} (threshold=checkpoint; {source})")
     print(f"  baseline  best global intensity threshold {threshold:.2f} on the normalised image: surface dice {baseline:.4f}")
     print(f"  the model {'beats' if value > baseline else 'does NOT beat'} the threshold baseline")
-    results.update({"val_model_sd": value, "val_checkpoint_sd": at_05, "val_baseline_sd": baseline})
+    results.update({"val_model_sd": value, "val_checkpoint_sd": at_05, "val_baseline_sd": baseline, "predict_threshold": threshold_used})
     return run_dir
 
 

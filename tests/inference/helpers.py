@@ -29,13 +29,18 @@ class Constant(torch.nn.Module):
         return torch.full_like(x[:, :1], self.value)
 
 
-def write_checkpoint(path: Path, in_channels: int = 3, seed: int = 0) -> tuple[Path, torch.nn.Module]:
-    """A checkpoint as Lightning writes it for SegmentationModule2D (network config + ``net.`` weights)."""
+def write_checkpoint(path: Path, in_channels: int = 3, seed: int = 0, hparams: dict | None = None,
+                     validation: dict | None = None) -> tuple[Path, torch.nn.Module]:
+    """A checkpoint as Lightning writes it for SegmentationModule2D (network config + ``net.`` weights),
+    with extra ``hparams`` (e.g. ``predict_threshold``) and a recorded ``validation`` when given."""
     torch.manual_seed(seed)
     cfg = {**TINY_NET, "in_channels": in_channels}
     net = build_net(cfg).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"net": cfg}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    ckpt = {"hyper_parameters": {"net": cfg, **(hparams or {})}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}
+    if validation is not None:
+        ckpt["validation"] = validation
+    torch.save(ckpt, path)
     return path, net
 
 

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from src.inference.checkpoints import find_checkpoint, load_member
+from src.inference.checkpoints import checkpoint_threshold, find_checkpoint, load_member, threshold_of
+from src.inference.predictor import resolve_threshold
+from src.models.module_2d import check_predict_threshold
 from src.utils.errors import UserError
 from tests.inference.helpers import write_checkpoint
 
@@ -43,3 +45,41 @@ def test_find_checkpoint_takes_the_best_dice_across_reruns(tmp_path):
     assert find_checkpoint(tmp_path, "r", 2).name == "last.ckpt"
     with pytest.raises(UserError, match=r"no checkpoint of run missing_run fold 0 \(looked in .*missing_run/0/checkpoints\)"):
         find_checkpoint(tmp_path, "missing_run", 0)
+
+
+VALIDATION = {"val/loss": 0.3, "val/dice": 0.4, "val/sd@0.05": 0.01, "val/sd@0.1": 0.05, "val/sd@0.3": 0.31,
+              "val/sd@0.4": 0.33, "val/sd@0.5": 0.03, "epoch": 7, "step": 200}
+
+
+def test_a_checkpoint_says_its_threshold(tmp_path):
+    """The recipe's number, or the val/sd@<th> threshold that scored best at the checkpoint's validation."""
+    assert threshold_of({"hyper_parameters": {}}) == (0.5, "its training config")  # written before the setting
+    assert threshold_of({"hyper_parameters": {"predict_threshold": 0.35}})[0] == 0.35
+    validated = {"hyper_parameters": {"predict_threshold": "validated"}, "validation": VALIDATION}
+    threshold, source = threshold_of(validated)
+    assert threshold == 0.4 and "0.3300" in source and "epoch 7" in source and "0.0300 at 0.5" in source
+    tie = {**VALIDATION, "val/sd@0.3": 0.2, "val/sd@0.4": 0.2, "val/sd@0.5": 0.2}
+    assert threshold_of({"hyper_parameters": {"predict_threshold": "validated"}, "validation": tie})[0] == 0.5
+    none_recorded = threshold_of({"hyper_parameters": {"predict_threshold": "validated"}}, "x/last.ckpt")
+    assert none_recorded[0] == 0.5 and "no validation recorded in last.ckpt" in none_recorded[1]
+    path, _ = write_checkpoint(tmp_path / "m.ckpt", hparams={"predict_threshold": "validated"}, validation=VALIDATION)
+    assert checkpoint_threshold(path)[0] == 0.4
+    member = load_member(path, weight=2.0)
+    assert member.threshold == 0.4 and member.threshold_source.startswith("validated")
+
+
+def test_threshold_checkpoint_averages_the_members_with_their_weights(tmp_path):
+    a = load_member(write_checkpoint(tmp_path / "a.ckpt", hparams={"predict_threshold": 0.3})[0], weight=3.0)
+    b = load_member(write_checkpoint(tmp_path / "b.ckpt")[0], weight=1.0)  # no setting: 0.5
+    assert resolve_threshold("checkpoint", [a, b]) == pytest.approx((3 * 0.3 + 0.5) / 4)
+    assert resolve_threshold(0.7, [a, b]) == 0.7 and resolve_threshold("0.25", [a]) == 0.25
+    assert resolve_threshold("checkpoint", []) == 0.5
+    with pytest.raises(UserError, match="threshold must be a probability or 'checkpoint', got 'best'"):
+        resolve_threshold("best", [a])
+
+
+@pytest.mark.parametrize("value", ["median", 1.0, 0, "nan"])
+def test_predict_threshold_setting_errors(value):
+    with pytest.raises(UserError, match="model.predict_threshold must"):
+        check_predict_threshold(value)
+    assert check_predict_threshold(" Validated ") == "validated" and check_predict_threshold("0.4") == 0.4

@@ -58,3 +58,20 @@ def test_without_models_it_scores_given_probabilities(tmp_path, volume):
     assert predictor.mask(volume, "k")(0).all()
     with pytest.raises(ValueError, match="without models"):
         predictor.probabilities(volume, "other")
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.4, 0.1])
+def test_a_fixed_threshold_is_exact_on_float16_probabilities(tmp_path, volume, threshold):
+    """`p > t` for the float16 probabilities' real values: NumPy 2 compares `p16 > 0.3` in float16, where 0.3
+    rounds up to 0.30005, so a stored 0.30005 (above 0.3) was not called (predict vs training's float32)."""
+    just_above = np.float16(threshold)
+    if float(just_above) <= threshold:
+        just_above = np.nextafter(just_above, np.float16(1))
+    just_below = np.nextafter(just_above, np.float16(0))
+    prob = np.zeros(volume.shape, np.float16)
+    prob[:, 0, 0], prob[:, 0, 1] = just_above, just_below
+    predictor = KidneyPredictor(None, None, tmp_path, threshold=threshold)
+    predictor.score(volume, "kidney_5", probabilities=(prob, None))
+    mask = predictor.mask(volume, "kidney_5")(0)
+    assert float(just_above) > threshold >= float(just_below)
+    assert mask[0, 0] and not mask[0, 1] and mask.sum() == 1
