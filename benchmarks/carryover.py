@@ -8,8 +8,9 @@ layout (its own kidney shapes, vessel trees, intensity windows, a kidney_6 resam
 the test truth in ``solution.csv``); ``generate_mutliview.py``; ``python -m src.train experiment=demo
 data.fold=0`` (plus the overrides given); ``python -m src.predict`` with the run's best checkpoint on
 the test kidneys; Kaggle's scorer. It prints, per kidney, the model next to the best global intensity
-threshold (tuned on the kidney itself), the run's ``val/sd@0.5`` for the predicted checkpoint next to
-the same kidney predicted by ``python -m src.calibrate`` (the two must agree: same weights, same
+threshold (tuned on the kidney itself), the run's ``val/sd@<th>`` for the predicted checkpoint at the
+threshold predict applies to it (the demo's: the one its validation scored best) next to the same kidney
+predicted by ``python -m src.calibrate`` at that threshold (the two must agree: same weights, same
 volume), and one JSON object last. About 15-20 minutes on 2 CPU cores; finished steps are reused.
 """
 
@@ -36,7 +37,7 @@ def main(argv=None) -> dict:
     from benchmarks.foreign_phantom import main as make_foreign
     from src.data.registry import Registry
     from src.data.volumes import VolumeStore
-    from src.inference.checkpoints import best_checkpoint_in
+    from src.inference.checkpoints import best_checkpoint_in, checkpoint_threshold
     from src.metrics.baseline import best_threshold, threshold_baseline
     from src.pipelines.common import ensure_run, run, score_csv
     from src.pipelines.demo import validation_of
@@ -55,13 +56,14 @@ def main(argv=None) -> dict:
     print(f"== python -m src.train experiment=demo data.fold=0 -> {run_dir}")
     ensure_run(run_dir, ["experiment=demo", "data.fold=0", f"paths.data_dir={data}", *args.train_overrides], time.perf_counter())
     checkpoint = best_checkpoint_in(run_dir / "checkpoints")
-    val = validation_of(run_dir / "metrics.csv", checkpoint)
+    threshold, source = checkpoint_threshold(checkpoint)  # what predict's default threshold=checkpoint applies
+    val = validation_of(run_dir / "metrics.csv", checkpoint, f"val/sd@{threshold:g}")
 
     print(f"== python -m src.calibrate and src.predict with {checkpoint.name}")
     calibrated = work / "calibrate"
     shutil.rmtree(calibrated, ignore_errors=True)
     run([sys.executable, "-m", "src.calibrate", "fold=0", f"checkpoints=[{checkpoint}]", f"paths.data_dir={data}", "engine.views=[z]",
-         "thresholds=[0.5]", "top_fractions=[]", "progress=false", f"hydra.run.dir={calibrated}"])
+         f"thresholds=[{threshold}]", "top_fractions=[]", "progress=false", f"hydra.run.dir={calibrated}"])
     calibration = json.loads((calibrated / "calibration.json").read_text())
     through_calibrate = float(next(r["surface_dice"] for r in calibration["rows"] if r["mode"] == "fixed"))
     submission = work / "submission.csv"
@@ -70,8 +72,10 @@ def main(argv=None) -> dict:
     scores = score_csv(submission, data / "solution.csv")
 
     store, registry = VolumeStore(progress=False), Registry.load()
-    result = {"val_sd_at_0.5": val, "val_sd_at_0.5_through_calibrate": through_calibrate}
-    print(f"\nvalidation kidney (fold 0): training's val/sd@0.5 {val:.4f}, the same kidney through src.calibrate {through_calibrate:.4f}")
+    result = {"threshold": threshold, "val_sd": val, "val_sd_through_calibrate": through_calibrate}
+    print(f"\npredict's threshold for {checkpoint.name}: {threshold:g} ({source})")
+    print(f"validation kidney (fold 0): training's val/sd@{threshold:g} {val:.4f}, the same kidney through src.calibrate "
+          f"{through_calibrate:.4f}")
     print(f"{'kidney':<10}{'model':>8}{'threshold baseline':>20}{'ratio':>8}")
     for kidney, score in scores.items():
         image = store.open(data / "test" / kidney / "images")
