@@ -21,7 +21,7 @@ from src.models.visuals import overlay
 from src.utils.errors import UserError
 from src.utils.sizes import size_tuple
 
-VALIDATED = "validated"  # model.predict_threshold: the val/sd@<th> threshold that scored best at the checkpoint's validation
+VALIDATED = "validated"  # model.predict_threshold: chosen from the checkpoint's val/sd@<th> (checkpoints.validated_threshold)
 
 
 def check_predict_threshold(value: float | str) -> float | str:
@@ -60,14 +60,18 @@ class SegmentationModule2D(SegmentationModule):
         log_images_every_n_steps: int = 200,
         compile: bool = False,
         predict_threshold: float | str = 0.5,
+        predict_threshold_margin: float = 0.05,
     ):
         super().__init__()
         net, val_window = plain(net), plain(val_window)
         sd_thresholds = tuple(float(t) for t in plain(sd_thresholds))
         predict_threshold = check_predict_threshold(predict_threshold)
+        if not 0.0 <= float(predict_threshold_margin) < 1.0:
+            raise UserError(f"model.predict_threshold_margin must be a fraction in [0, 1), got {predict_threshold_margin}")
         self.save_hyperparameters({"net": net, "val_window": val_window, "sd_thresholds": sd_thresholds,
                                    "dice_threshold": dice_threshold, "log_images_every_n_steps": log_images_every_n_steps,
-                                   "compile": compile, "predict_threshold": predict_threshold}, logger=True)
+                                   "compile": compile, "predict_threshold": predict_threshold,
+                                   "predict_threshold_margin": float(predict_threshold_margin)}, logger=True)
         self.net = build_net(net)
         self.criterion = loss
         self.optimizer_factory = optimizer

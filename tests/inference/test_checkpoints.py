@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from src.inference.checkpoints import checkpoint_threshold, find_checkpoint, load_member, threshold_of
+from src.inference.checkpoints import checkpoint_threshold, find_checkpoint, load_member, threshold_of, validated_threshold
 from src.inference.predictor import resolve_threshold
 from src.models.module_2d import check_predict_threshold
 from src.utils.errors import UserError
@@ -66,6 +66,21 @@ def test_a_checkpoint_says_its_threshold(tmp_path):
     assert checkpoint_threshold(path)[0] == 0.4
     member = load_member(path, weight=2.0)
     assert member.threshold == 0.4 and member.threshold_source.startswith("validated")
+
+
+def test_validated_leaves_the_recipes_threshold_only_for_a_clear_gain():
+    """Within the margin of the best, the threshold nearest 0.5 wins; a collapsed 0.5 is left for what works."""
+    demo = {0.3: 0.30, 0.4: 0.3534, 0.5: 0.3488}  # the demo's checkpoint: 0.4 is 1.3 % better on validation
+    assert validated_threshold(demo) == 0.5 and validated_threshold(demo, margin=0.0) == 0.4
+    collapsed = {0.3: 0.3199, 0.35: 0.3434, 0.4: 0.3444, 0.45: 0.3015, 0.5: 0.0, 0.55: 0.0}  # robustness seed 1
+    assert validated_threshold(collapsed) == 0.4
+    assert validated_threshold({0.45: 0.338, 0.5: 0.3445, 0.55: 0.3446}) == 0.5  # seed 0: 0.55 by 0.0001
+    assert validated_threshold({0.4: 0.0, 0.5: 0.0, 0.6: 0.0}) == 0.5
+    assert validated_threshold({0.3: 0.2, 0.7: 0.2}) == 0.3  # equally near 0.5 and equal: the lower
+    ckpt = {"hyper_parameters": {"predict_threshold": "validated"}, "validation": {f"val/sd@{t}": v for t, v in demo.items()}}
+    assert threshold_of(ckpt) == (0.5, "validated: val/sd 0.3488 at epoch None, within 0.05 of the best 0.3534 at 0.4")
+    ckpt["hyper_parameters"]["predict_threshold_margin"] = 0.0
+    assert threshold_of(ckpt)[0] == 0.4
 
 
 def test_threshold_checkpoint_averages_the_members_with_their_weights(tmp_path):
