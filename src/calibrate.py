@@ -106,7 +106,7 @@ def calibrate(cfg: DictConfig) -> dict:
     if not group.is_present(data):
         raise UserError(f"fold {cfg.fold}: validation volume {group.name} not found under {data} ({group.labels})")
     image, truth = VolumeStore(cfg.paths.cache_dir, progress=cfg.progress).open_pair(
-        group.images_dir(data), group.labels_dir(data), group.images_follow_labels)
+        group.images_dir(data), group.labels_dir(data), group.images_follow_labels, group.label_kind)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.probabilities:
         prob = _load(cfg.probabilities, image.shape, "probabilities")

@@ -125,7 +125,8 @@ class MultiviewDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def _source(self, store: VolumeStore, group: Group, train: bool = False) -> SliceSource:
-        image, label = store.open_pair(group.images_dir(self.data_dir), group.labels_dir(self.data_dir), group.images_follow_labels)
+        image, label = store.open_pair(group.images_dir(self.data_dir), group.labels_dir(self.data_dir), group.images_follow_labels,
+                                     group.label_kind)
         source = SliceSource(group, image, label, self.registry.label_threshold)
         if train and self.hparams.train_pseudo and group.split == "train":
             source = self._with_pseudo_labels(store, source)
@@ -138,7 +139,7 @@ class MultiviewDataModule(LightningDataModule):
             log.info("train_pseudo: %s has no pseudo labels (%s), its labels are used as they are",
                      group.name, group.pseudo_labels or "none in the registry")
             return source
-        pseudo = store.open(group.pseudo_labels_dir(self.data_dir), "label")
+        pseudo = store.open(group.pseudo_labels_dir(self.data_dir), "pseudo")
         if pseudo.shape != source.label.shape or pseudo.first != source.label.first:
             raise UserError(f"{pseudo.folder}: pseudo labels {pseudo.shape} from slice {pseudo.first:04d} do not match the labels "
                             f"{source.label.shape} from {source.label.first:04d}; "

@@ -43,7 +43,7 @@ class VolumePair:
 
     @classmethod
     def open(cls, store: VolumeStore, group: Group, data_dir: Path, threshold: int) -> VolumePair:
-        image, label = store.open_pair(group.images_dir(data_dir), group.labels_dir(data_dir), group.images_follow_labels)
+        image, label = store.open_pair(group.images_dir(data_dir), group.labels_dir(data_dir), group.images_follow_labels, group.label_kind)
         counts = np.array([np.count_nonzero(np.asarray(label.data[z]) > threshold) for z in range(len(label))], np.int64)
         release_pages(label.data)
         advise_random_access(image.data)

@@ -107,7 +107,7 @@ def project_group(group: Group, data_dir: Path, store: VolumeStore, how: Writing
     todo = [v for v in ("xz", "zy") if how.force or not (data_dir / f"{group.root}_{v}").is_dir()]
     if not todo:
         return []
-    image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels)
+    image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels, group.label_kind)
     for view in todo:
         write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, how.block_bytes, how.workers, how.progress)
     return todo
@@ -128,7 +128,7 @@ def project_pseudo_labels(group: Group, data_dir: Path, store: VolumeStore, how:
         raise UserError(f"{group.name}: write the projections of its images first (generate_mutliview.py), "
                         f"{group.root}_{missing[0]}/images is missing")
     image = store.open(group.images_dir(data_dir), "image")
-    label = store.open(source, "label")
+    label = store.open(source, "pseudo")
     if label.shape != image.shape:
         raise UserError(f"{source}: pseudo labels are {label.shape} but the images are {image.shape}; "
                         "rerun generate_pseudo.py --split train")

@@ -47,6 +47,12 @@ class Group:
     def labels_dir(self, data_dir: str | Path) -> Path | None:
         return Path(data_dir) / self.labels if self.labels else None
 
+    @property
+    def label_kind(self) -> str:
+        """How :class:`~src.data.volumes.VolumeStore` reads its ``labels``: an external kidney's are stage-1
+        pseudo labels (soft, ``round(p * 255)``), the others masks (0/255, or 0/1)."""
+        return "pseudo" if self.split == "external" else "label"
+
     def pseudo_labels_dir(self, data_dir: str | Path) -> Path | None:
         return Path(data_dir) / self.pseudo_labels if self.pseudo_labels else None
 

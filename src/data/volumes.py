@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SLICE_SUFFIXES = (".tif", ".tiff", ".jp2", ".png")
 IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 LABEL_DTYPE = np.dtype(np.uint8)
+KINDS = ("image", "label", "pseudo")  # pseudo: soft labels round(p * 255), stored as they are
+BINARY_SCALE = 255  # a label folder of 0/1 masks is cached as 0/255, the Kaggle labels' values
 NORM_PERCENTILES = (10.0, 99.8)
 CACHE_VERSION = 1
 _STEM = re.compile(r"^\d+$")
@@ -246,9 +248,11 @@ class VolumeStore:
 
     # -- public -------------------------------------------------------------------------
     def open(self, folder: str | Path, kind: str = "image") -> Volume:
-        """Open ``folder`` as a volume; ``kind`` is ``"image"`` (uint8/uint16, with stats) or ``"label"`` (uint8)."""
-        if kind not in ("image", "label"):
-            raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
+        """Open ``folder`` as a volume; ``kind`` is ``"image"`` (uint8/uint16, with stats), ``"label"`` (uint8
+        masks: Kaggle's 0/255, or 0/1, which is cached as 0/255 so every reader's ``> 127`` holds) or
+        ``"pseudo"`` (uint8 soft labels ``round(p * 255)``, cached as they are)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         folder = Path(folder).resolve()
         key = (folder, kind)
         files = list_slices(folder)
@@ -263,15 +267,17 @@ class VolumeStore:
         self._open[key] = (fingerprint, volume)
         return volume
 
-    def open_pair(self, images: str | Path, labels: str | Path, images_follow_labels: bool = False) -> tuple[Volume, Volume]:
+    def open_pair(self, images: str | Path, labels: str | Path, images_follow_labels: bool = False,
+                  label_kind: str = "label") -> tuple[Volume, Volume]:
         """Open an image folder and its label folder; their slices must correspond one to one.
 
         With ``images_follow_labels`` the labels may cover a contiguous sub-range of the image slice
         numbers (kidney_3_dense: labels 0496-0996, images in kidney_3_sparse), and the image volume
-        returned is the matching view.
+        returned is the matching view. ``label_kind``: ``"label"`` or ``"pseudo"`` (:meth:`open`; a group's
+        :attr:`~src.data.registry.Group.label_kind`).
         """
         image = self.open(images, "image")
-        label = self.open(labels, "label")
+        label = self.open(labels, label_kind)
         if images_follow_labels:
             image = image.sub(label.first, label.first + len(label) - 1)
         if len(image) != len(label) or image.first != label.first:
@@ -306,7 +312,8 @@ class VolumeStore:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             return None
-        if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint or meta.get("kind") != kind:
+        stale_labels = kind == "label" and "scaled" not in meta  # written before 0/1 masks were scaled
+        if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint or meta.get("kind") != kind or stale_labels:
             log.info("cache of %s is stale, rebuilding", folder)
             return None
         try:
@@ -325,7 +332,7 @@ class VolumeStore:
         if dtype not in allowed:
             raise UserError(f"{files[0]}: {kind} slices must be {' or '.join(map(str, allowed))}, got {dtype}")
         npy.parent.mkdir(parents=True, exist_ok=True)
-        counts = np.zeros(int(np.iinfo(dtype).max) + 1, dtype=np.int64) if kind == "image" else None
+        counts = np.zeros(int(np.iinfo(dtype).max) + 1, dtype=np.int64)
         with atomic_output(meta_path) as tmp_meta:  # the metadata is the commit point: renamed last
             with atomic_output(npy) as tmp_npy:
                 out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(files), *shape))
@@ -341,11 +348,14 @@ class VolumeStore:
                     if (i + 1) % 16 == 0:  # keep the resident part of the new file small
                         out.flush()
                         release_pages(out)
-                    if counts is not None:
-                        counts += np.bincount(arr.ravel(), minlength=counts.size)
+                    counts += np.bincount(arr.ravel(), minlength=counts.size)
+                scaled = kind == "label" and is_binary01(counts)
+                if scaled:
+                    scale_in_place(out, BINARY_SCALE)
+                    log.warning("%s: labels are 0/1 masks; read as vessel = 1 (cached as 0/%d like Kaggle's)", folder, BINARY_SCALE)
                 out.flush()
                 del out
-            stats = list(percentiles_from_histogram(counts, NORM_PERCENTILES)) if counts is not None else None
+            stats = list(percentiles_from_histogram(counts, NORM_PERCENTILES)) if kind == "image" else None
             meta = {
                 "version": CACHE_VERSION,
                 "kind": kind,
@@ -356,11 +366,23 @@ class VolumeStore:
                 "first": int(files[0].stem),
                 "suffix": files[0].suffix,
                 "stats": stats,
+                **({"scaled": BINARY_SCALE if scaled else 1} if kind == "label" else {}),
             }
             tmp_meta.write_text(json.dumps(meta, indent=1))
         volume = self._load(folder, npy, meta_path, fingerprint, kind)
         assert volume is not None
         return volume
+
+
+def is_binary01(counts: np.ndarray) -> bool:
+    """Whether a value histogram is that of a 0/1 mask with some 1s (all-zero folders are left alone)."""
+    return bool(counts[1] > 0 and counts[2:].sum() == 0)
+
+
+def scale_in_place(out: np.ndarray, factor: int, run: int = 16) -> None:
+    """Multiply a (Z, H, W) memory map by ``factor`` a few slices at a time."""
+    for z in range(0, len(out), run):
+        out[z : z + run] *= np.asarray(factor, dtype=out.dtype)
 
 
 def _fingerprint(files: list[Path]) -> str:

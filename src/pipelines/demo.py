@@ -146,7 +146,8 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
     at_05 = validation_of(run_dir / "metrics.csv", checkpoint)
     registry = Registry.load()
     val = registry.fold("2d", fold).val
-    image, label = VolumeStore(progress=False).open_pair(val.images_dir(data), val.labels_dir(data), val.images_follow_labels)
+    image, label = VolumeStore(progress=False).open_pair(val.images_dir(data), val.labels_dir(data), val.images_follow_labels,
+                                                         val.label_kind)
     threshold, baseline = best_threshold(threshold_baseline(image, label.data, registry.label_threshold))
     print(f"  validation volume {val.name} ({len(image)} slices):")
     print(f"  model     best {metric} = {value:.4f} (epoch {epoch}, the best of every epoch and threshold)")

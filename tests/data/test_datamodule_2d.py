@@ -8,7 +8,7 @@ import torch
 
 from src.data.datamodule_2d import per_device_batch_size
 from src.data.dataset_2d import ValidationSlices, stack_slices
-from src.data.volumes import VolumeStore
+from src.data.volumes import VolumeStore, read_slice, write_slice
 from src.utils.errors import UserError
 from tests.data.datamodules import tiny_2d_datamodule
 
@@ -23,6 +23,24 @@ def test_training_samples_are_normalised_stacks_with_binary_masks(tiny_phantom):
     # fold 0 before pseudo labels: kidney_1_dense and kidney_2 (projections not generated in this fixture)
     assert [s.group.name for s in dm.train_set.sources] == ["kidney_1_dense", "kidney_2"]
     assert len(dm.train_set) == 2 * sum(len(s) for s in dm.train_set.sources)  # train_mutliplier 2
+
+
+def test_zero_one_labels_train_like_zero_255_labels(tiny_phantom, tmp_path):
+    """A copy of the dataset whose train labels were converted to 0/1 gives the same training masks."""
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_phantom, copy, ignore=shutil.ignore_patterns(".cache"))
+    for group in ("kidney_1_dense", "kidney_2"):
+        for path in sorted((copy / "train" / group / "labels").iterdir()):
+            write_slice(path, (read_slice(path) > 127).astype(np.uint8))
+    original, converted = tiny_2d_datamodule(tiny_phantom), tiny_2d_datamodule(copy)
+    original.setup("fit")
+    converted.setup("fit")
+    for a, b in zip(original.train_set.sources, converted.train_set.sources, strict=True):
+        assert a.group.name == b.group.name
+        masks = [a.mask(i) for i in range(len(a))]
+        assert sum(int(m.sum()) for m in masks) > 0
+        for i, m in enumerate(masks):
+            np.testing.assert_array_equal(m, b.mask(i))
 
 
 def test_missing_projections_are_a_warning_that_names_the_command(tiny_phantom, caplog):

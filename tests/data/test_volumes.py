@@ -133,6 +133,41 @@ def test_labels_follow_a_sub_range_of_images(tmp_path, volume):
         store.open_pair(images, labels)
 
 
+def test_zero_one_masks_are_read_as_kaggles_zero_255(tmp_path, volume, caplog):
+    """Labels saved as 0/1 (a common conversion) mean vessel = 1: the cache holds 0/255 like Kaggle's,
+    so every reader's ``> 127`` sees the vessels; 0/255 and empty folders are left as they are, and soft
+    pseudo labels (``round(p * 255)``, kind "pseudo") are never rescaled, even where they are all 0 or 1."""
+    mask = (volume[:4] > 30000).astype(np.uint8)
+    images = write_volume(tmp_path / "k" / "images", volume[:4])
+    store = VolumeStore(progress=False)
+    with caplog.at_level("WARNING", logger="src.data.volumes"):
+        _, label = store.open_pair(images, write_volume(tmp_path / "k" / "labels01", mask, ".png"))
+    np.testing.assert_array_equal(label.data, mask * 255)
+    assert any("0/1 masks" in r.getMessage() and "labels01" in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / "k" / ".cache" / "labels01.json").read_text())["scaled"] == 255
+    np.testing.assert_array_equal(VolumeStore(progress=False).open(label.folder, "label").data, mask * 255)  # from the cache
+    kaggle = store.open(write_volume(tmp_path / "k" / "labels255", mask * 255), "label")
+    np.testing.assert_array_equal(kaggle.data, mask * 255)
+    empty = store.open(write_volume(tmp_path / "k" / "empty", np.zeros_like(mask)), "label")
+    assert empty.data.max() == 0
+    soft = store.open(write_volume(tmp_path / "k" / "pseudo", mask), "pseudo")
+    np.testing.assert_array_equal(soft.data, mask)
+    _, external = store.open_pair(images, soft.folder, label_kind="pseudo")
+    np.testing.assert_array_equal(external.data, mask)
+
+
+def test_a_label_cache_written_before_scaling_is_rebuilt(tmp_path, volume):
+    mask = (volume[:3] > 30000).astype(np.uint8)
+    folder = write_volume(tmp_path / "k" / "labels", mask)
+    VolumeStore(progress=False).open(folder, "label")
+    meta_path = tmp_path / "k" / ".cache" / "labels.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["scaled"]  # what the previous version wrote, with the 0/1 values unscaled
+    meta_path.write_text(json.dumps(meta))
+    np.save(tmp_path / "k" / ".cache" / "labels.npy", mask)
+    np.testing.assert_array_equal(VolumeStore(progress=False).open(folder, "label").data, mask * 255)
+
+
 def test_normalise_clips_to_unit_range(tmp_path, volume):
     vol = VolumeStore(progress=False).open(write_volume(tmp_path / "k" / "images", volume))
     out = vol.normalise(vol.data)
