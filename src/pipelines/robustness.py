@@ -70,34 +70,41 @@ def spread_verdict(diffs: list[float]) -> str:
 
 
 def summarise(rows_by_seed: dict[int, list[dict]]) -> list[dict]:
-    """Per lever: mean and std over seeds per kidney, the paired difference to 2-D alone and a verdict."""
+    """Per lever: mean and std over seeds per kidney, the paired difference to 2-D alone and a verdict.
+
+    Levers are matched by name, in the order first seen; a lever some seeds lack (rows saved by an
+    earlier version that had no such row) is summarised over the seeds that have it, named in ``seeds``."""
     seeds = sorted(rows_by_seed)
-    first = rows_by_seed[seeds[0]]
+    base_name = rows_by_seed[seeds[0]][BASE_ROW]["lever"]
+    by_name = {s: {r["lever"]: r for r in rows_by_seed[s]} for s in seeds}
+    names = list(dict.fromkeys(r["lever"] for s in seeds for r in rows_by_seed[s]))
     out = []
-    for i, row in enumerate(first):
-        per = [rows_by_seed[s][i] for s in seeds]
-        entry = {"lever": row["lever"], "seeds": seeds}
+    for name in names:
+        have = [s for s in seeds if name in by_name[s] and base_name in by_name[s]]
+        per = [by_name[s][name] for s in have]
+        entry = {"lever": name, "seeds": have}
         for k in KIDNEYS:
             values = [r[k] for r in per]
             entry[k] = float(np.mean(values))
             entry[f"{k}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             entry[f"{k}_values"] = values
         means = [r["mean"] for r in per]
-        base = [rows_by_seed[s][BASE_ROW]["mean"] for s in seeds]
-        diffs = [m - b for m, b in zip(means, base)]
+        diffs = [m - by_name[s][base_name]["mean"] for m, s in zip(means, have)]
         entry.update({"mean": float(np.mean(means)), "mean_std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
                       "diff": float(np.mean(diffs)), "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0,
-                      "verdict": "reference" if i == BASE_ROW else spread_verdict(diffs)})
+                      "verdict": "reference" if name == base_name else spread_verdict(diffs)})
         out.append(entry)
     return out
 
 
 def markdown(summary: list[dict]) -> str:
-    n = len(summary[0]["seeds"])
+    n = max(len(r["seeds"]) for r in summary)
     lines = [f"| lever (mean ± std over {n} seeds) | kidney_5 (50.28 um) | kidney_6 (63.08 um) | mean | vs 2-D alone (paired) | verdict |",
              "|---|---|---|---|---|---|"]
     for r in summary:
-        lines.append(f"| {r['lever']} | {r['kidney_5']:.4f} ± {r['kidney_5_std']:.4f} | {r['kidney_6']:.4f} ± {r['kidney_6_std']:.4f} "
+        fewer = f" (seeds {', '.join(map(str, r['seeds']))} only)" if len(r["seeds"]) < n else ""
+        lines.append(f"| {r['lever']}{fewer} | {r['kidney_5']:.4f} ± {r['kidney_5_std']:.4f} "
+                     f"| {r['kidney_6']:.4f} ± {r['kidney_6_std']:.4f} "
                      f"| {r['mean']:.4f} ± {r['mean_std']:.4f} | {r['diff']:+.4f} ± {r['diff_std']:.4f} | {r['verdict']} |")
     return "\n".join(lines)
 
@@ -227,6 +234,7 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
         ("2-D + rescale, calibrated threshold", runs["recipe"], [rescale, f"threshold={t_fixed}"]),
         ("2-D, calibrated threshold + components", runs["recipe"], [f"threshold={t_fixed}", components]),
         ("2-D + rescale, calibrated threshold + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
+        ("2-D at its checkpoint's threshold (predict's default: `validated`, 5 % margin)", runs["recipe"], ["threshold=checkpoint"]),
     ]
     results = []
     for i, (label, ckpt, overrides) in enumerate(rows):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from src.pipelines.robustness import spread_verdict, summarise
+from src.pipelines.robustness import markdown, spread_verdict, summarise
 from tests.pipelines.overrides import TINY_3D, TINY_TRAIN
 
 
@@ -36,6 +36,21 @@ def test_summary_is_mean_and_std_over_seeds_paired_against_2d_alone():
     assert blend["verdict"] == "better" and alone["verdict"] == "reference"  # seeds vary a lot, the pairing does not
 
 
+def test_a_lever_that_older_saved_seeds_lack_is_summarised_over_the_seeds_that_have_it():
+    """Seeds saved before a row was added keep their rows; the new row is matched by name, not position."""
+    def rows(alone, new=None):
+        out = [{"lever": "blend", "kidney_5": 0.2, "kidney_6": 0.2, "mean": 0.2},
+               {"lever": "2-D alone", "kidney_5": alone, "kidney_6": alone, "mean": alone}]
+        return out + ([{"lever": "own threshold", "kidney_5": new, "kidney_6": new, "mean": new}] if new is not None else [])
+
+    summary = summarise({0: rows(0.3), 1: rows(0.5, 0.6), 2: rows(0.1, 0.3)})
+    new = {r["lever"]: r for r in summary}["own threshold"]
+    assert new["seeds"] == [1, 2] and new["kidney_5"] == pytest.approx(0.45)
+    assert new["diff"] == pytest.approx(0.15) and new["verdict"] == "better"
+    assert [r["seeds"] for r in summary][:2] == [[0, 1, 2], [0, 1, 2]]
+    assert "| own threshold (seeds 1, 2 only) |" in markdown(summary) and "over 3 seeds" in markdown(summary)
+
+
 @pytest.mark.slow
 def test_robustness_table_on_the_tiny_phantom(tmp_path):
     """Every lever row is trained for each seed, calibrated, predicted and scored (models of a few steps: the values mean nothing)."""
@@ -44,10 +59,10 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
     argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0,1",
             *TINY_TRAIN, "--train-3d", *TINY_3D]
     rows = main(argv)
-    assert len(rows) == 12 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
+    assert len(rows) == 13 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
     assert all(len(r["kidney_5_values"]) == 2 for r in rows)
     table = (tmp_path / "work" / "robustness.md").read_text().splitlines()
-    assert len(table) == 14 and "resolution.rescale=true" in "\n".join(table) and "± " in table[2]
+    assert len(table) == 15 and "resolution.rescale=true" in "\n".join(table) and "± " in table[2]
     assert (tmp_path / "work" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "work" / "robustness.json").read_text())
     assert set(saved["calibration"]["0"]) == {"fixed", "top_fraction"}
