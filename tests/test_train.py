@@ -105,6 +105,28 @@ def test_resume_from_checkpoint(tiny_phantom, tmp_path):
     assert state["hyper_parameters"]["net"]["encoder_name"] == "resnet18"  # the network is rebuildable
 
 
+def test_a_run_stopped_inside_an_epoch_by_max_steps_validates_its_last_weights(tiny_phantom, tmp_path):
+    """Epochs of 2 steps, max_steps 3: the run ends one step into its second epoch. Without
+    ``ValidateAtMaxSteps`` that epoch's checkpoint carried the first epoch's score and validation
+    (a tie with it, which ``best_of`` resolved to the unvalidated newer file)."""
+    import torch
+
+    cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.max_steps=3", "trainer.max_epochs=5",
+                       "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0",
+                       "logger=csv"], tmp_path)
+    train(cfg)
+    saved = sorted((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    assert [p.name[:9] for p in saved] == ["epoch_000", "epoch_001"]
+    for path in [*saved, tmp_path / "checkpoints" / "last.ckpt"]:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        assert ckpt["validation"]["step"] == ckpt["global_step"], path.name  # its own weights were validated
+    assert ckpt["global_step"] == 3
+    import pandas as pd
+
+    validated = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/dice"])
+    assert sorted(validated["step"].astype(int)) == [1, 2]  # after steps 2 and 3 (logged as global_step - 1)
+
+
 def test_clear_errors_in_process(tiny_phantom, tmp_path):
     with pytest.raises(UserError, match="must be odd"):
         train(compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "data.in_channels=4"], tmp_path / "a"))
