@@ -41,3 +41,36 @@ def test_foreign_phantom_is_read_by_the_project_as_kaggle_data(tmp_path):
     assert set(tests) == {"kidney_5", "kidney_6"}
     solution = pd.read_csv(out / "solution.csv")
     assert {k: int((solution.image_id == k).sum()) for k in tests} == {k: len(v) for k, v in tests.items()}
+
+
+def test_ceiling_finds_the_threshold_a_clean_image_needs():
+    import numpy as np
+
+    from benchmarks.ceiling import best_global_threshold
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((12, 40, 40), bool)
+    truth[:, 10:14, 10:14] = truth[:, 25:28, 5:35] = True
+    image = truth + rng.normal(0, 0.05, truth.shape).astype(np.float32)
+    fraction, score = best_global_threshold(image, truth)
+    assert score > 0.97 and fraction  # the grid steps the share by a few percent == pytest.approx(truth.mean(), rel=0.2)
+    noisy = truth + rng.normal(0, 0.6, truth.shape).astype(np.float32)
+    assert best_global_threshold(noisy, truth)[1] < 0.8  # noise costs at tolerance 0
+
+
+@pytest.mark.slow  # about 90 s: renders the tiny kidney_5 twice
+def test_ceiling_rows_on_the_tiny_phantom_order_from_optics_to_image():
+    """The imaging steps only lose: partial volume alone is near perfect, the vessel term without tissue
+    stays high, and the written image row is the threshold baseline (the same noise as render_kidney)."""
+    import numpy as np
+
+    from benchmarks.ceiling import best_global_threshold, rows_of
+    from src.data.phantom.render import render_kidney
+
+    rows = {label: (fraction, value) for label, fraction, value in rows_of("kidney_5", 0, "tiny", "A")}
+    assert rows["occupancy (partial volume alone)"][1] > 0.95
+    assert rows["occupancy (partial volume alone)"][1] >= rows["+ PSF"][1] > rows["+ thin-vessel contrast (no tissue)"][1]
+    assert rows["+ thin-vessel contrast (no tissue)"][1] > 0.8 > rows["object without noise"][1]
+    written = render_kidney("kidney_5", 0, "tiny", style="A")
+    baseline = best_global_threshold(written.image.astype(np.float32), written.truth)[1]
+    assert rows["image as written (with noise)"][1] == pytest.approx(baseline, abs=0.005)

@@ -184,6 +184,7 @@ def test_stage2_configs_carry_the_recipe():
     v2 = compose_cfg(["recipe=pseudo_v2"])
     assert (v2.data.sampling, v2.data.cutmix_p, v2.model.net.decoder_attention_type) == ("organ_weighted", 0.5, "scse")
     assert (v2.model.scheduler.T_max, v2.trainer.max_epochs, v2.data.fold, v2.task_name) == (68000, 60, 0, "train_pseudo_v2")
+    assert v2.data.external is True and compose_cfg([]).data.external is False  # HOA trains in stage 2 only
     assert v2.model.net.encoder_name == "tu-tf_efficientnet_b5" and v2.data.batch_size == 32 and v2.data.img_size == 512
     best = compose_cfg(["recipe=pseudo"])
     assert (best.data.fold, best.model.scheduler.T_max, best.task_name) == (-1, 34000, "train_pseudo")

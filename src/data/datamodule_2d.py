@@ -70,7 +70,9 @@ def seed_augmentation_worker(worker_id: int) -> None:
 
 class MultiviewDataModule(LightningDataModule):
     """Training slices of every group of ``fold`` present on disk (with their ``_xz``/``_zy`` projections),
-    validation on whole slices of the fold's validation volume.
+    validation on whole slices of the fold's validation volume. The fold's external groups (the HOA kidney,
+    labelled by ``generate_pseudo.py``) train only with ``external=True`` (stage 2, ``recipe=pseudo_v2``):
+    stage 1 then gives the same model before and after pseudo-labelling.
 
     ``batch_size`` is the global batch: each of N devices gets ``batch_size / N``. Under DDP the
     validation volume is split into contiguous slice ranges, one per process (see ``ValidationSlices``).
@@ -93,6 +95,7 @@ class MultiviewDataModule(LightningDataModule):
         cutmix_p: float = 0.0,
         train_pseudo: bool = False,
         pseudo_merge: str = "union",
+        external: bool = False,
         scale_aug_center: float | None = None,
         scale_aug_limit: float = 0.2,
         scale_aug_p: float = 1.0,
@@ -160,6 +163,11 @@ class MultiviewDataModule(LightningDataModule):
         store = VolumeStore(self.hparams.cache_dir, progress=self.hparams.progress and rank == 0)
         sources = []
         for group in self.fold.train:
+            if group.split == "external" and not self.hparams.external:
+                if group.source is None and group.is_present(self.data_dir):
+                    log.info("fold %d: %s has labels but is left out (data.external=false: stage 1 trains on the "
+                             "competition's kidneys; recipe=pseudo_v2 adds it)", self.fold.fold, group.name)
+                continue
             if group.is_present(self.data_dir):
                 sources.append(self._source(store, group, train=True))
             elif group.source is not None and self.registry.groups[group.source].is_present(self.data_dir):

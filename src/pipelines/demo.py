@@ -165,10 +165,12 @@ def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
 
     t = step(6, "pseudo labels of the external kidney (generate_pseudo.py) and their projections")
     checkpoint = best_checkpoint_in(run_dir / "checkpoints")
-    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(trained_size(run_dir))]
+    # --overwrite: labels of this run's model, not those an earlier make demo left in the phantom
+    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(trained_size(run_dir)),
+            "--overwrite"]
     print("  generate_pseudo.py " + " ".join(argv))
     generate_pseudo(argv + (["--quiet"] if quiet else []))
-    project_split(data, ("external",), progress=not quiet)
+    project_split(data, ("external",), force=True, progress=not quiet)  # the projections of these labels
     print(f"  done in {time.perf_counter() - t:.0f} s")
 
 

@@ -164,7 +164,7 @@ def test_large_and_small_slices_both_give_crops(tiny_phantom):
     assert shapes == {(3, 40, 40)}
 
 
-def test_external_kidney_joins_the_fold_once_pseudo_labels_exist(tmp_path, tiny_phantom):
+def test_external_kidney_joins_stage_2_once_pseudo_labels_exist_and_never_stage_1(tmp_path, tiny_phantom):
     import cv2
 
     data = tmp_path / "raw"
@@ -174,10 +174,14 @@ def test_external_kidney_joins_the_fold_once_pseudo_labels_exist(tmp_path, tiny_
     (data / hoa / "labels").mkdir()
     for p in (data / hoa / "images").glob("*.jp2"):
         cv2.imwrite(str(data / hoa / "labels" / f"{p.stem}.png"), np.full((59, 51), 200, np.uint8))
-    dm = tiny_2d_datamodule(data)
+    dm = tiny_2d_datamodule(data, external=True)
     dm.setup("fit")
     hoa_source = [s for s in dm.train_set.sources if s.group.name == "hoa_ladaf_2020_31"]
     assert hoa_source and hoa_source[0].mask(0).all()  # round(p * 255) = 200 > 127: vessel
+    stage_1 = tiny_2d_datamodule(data)  # data.external=false: what make demo's stage 1 trains on, whatever is on disk
+    stage_1.setup("fit")
+    assert {s.group.split for s in stage_1.train_set.sources} == {"train"}
+    assert len(stage_1.train_set) < len(dm.train_set)
 
 
 def test_img_size_takes_an_int_or_a_square_pair_and_says_what_is_wrong_otherwise(tiny_phantom):

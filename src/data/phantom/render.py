@@ -219,6 +219,50 @@ class RenderedKidney:
         return float(self.truth.mean())
 
 
+@dataclass(frozen=True)
+class KidneyScene:
+    """What a kidney is made of before it is imaged: its organ and vessel trees, the grids and the random
+    streams that draw its texture, labels and acquisition (:func:`kidney_scene`)."""
+
+    name: str
+    style: PhantomStyle
+    voxel_um: float
+    shape: tuple[int, int, int]  # the acquired grid
+    geometry: OrganGeometry
+    tree: VesselTree
+    keys: np.ndarray  # a random order of the vessel pieces (sparse labels drop the lowest)
+    rngs: dict[str, np.random.Generator]  # texture, blob, acquisition
+
+    @property
+    def voxel_mm(self) -> float:
+        return self.voxel_um / 1000.0
+
+    @property
+    def fine(self) -> tuple[tuple[int, int, int], float]:
+        """(shape, voxel size in mm) of the grid ``style.oversample`` times finer that the object is rendered on."""
+        k = int(self.style.oversample)
+        return tuple(n * k for n in self.shape), self.voxel_mm / k  # type: ignore[return-value]
+
+
+def kidney_scene(name: str, seed: int = 0, size: str = "tiny", voxel_um: float | None = None,
+                 style: str | PhantomStyle = "A") -> KidneyScene:
+    """The organ, vessel trees and random streams of kidney ``name`` (see :func:`render_kidney`)."""
+    if name not in KIDNEYS:
+        raise UserError(f"unknown phantom kidney {name!r}; choose one of {', '.join(KIDNEYS)}")
+    spec = KIDNEYS[name]
+    style = style_of(style)
+    preset = size_preset(size)
+    voxel_um = spec.voxel_um if voxel_um is None else float(voxel_um)
+    children = np.random.SeedSequence([check_seed(seed), spec.seed_key]).spawn(7)
+    geometry_rng, tree_rng, texture_rng, blob_rng, label_rng, _, acquisition_rng = (np.random.default_rng(c) for c in children)
+    extent = kidney_extent_mm(spec, size)
+    geom = make_organ_geometry(extent, geometry_rng)
+    tree = grow_vessel_trees(geom, preset, tree_rng)
+    keys = label_rng.permutation(tree.count) + 1
+    return KidneyScene(name, style, voxel_um, grid_shape(extent, voxel_um), geom, tree, keys,
+                       {"texture": texture_rng, "blob": blob_rng, "acquisition": acquisition_rng})
+
+
 def render_kidney(name: str, seed: int = 0, size: str = "tiny", voxel_um: float | None = None,
                   style: str | PhantomStyle = "A") -> RenderedKidney:
     """Render kidney ``name`` exactly as :func:`build_phantom` writes it for ``seed``, ``size`` and ``style``.
@@ -229,31 +273,18 @@ def render_kidney(name: str, seed: int = 0, size: str = "tiny", voxel_um: float 
     lies inside a vessel. ``voxel_um`` overrides the kidney's voxel size: the same physical organ,
     vessels and blobs acquired on another grid (the texture noise is drawn per voxel, so it differs).
     """
-    if name not in KIDNEYS:
-        raise UserError(f"unknown phantom kidney {name!r}; choose one of {', '.join(KIDNEYS)}")
-    spec = KIDNEYS[name]
-    style = style_of(style)
-    preset = size_preset(size)
-    voxel_um = spec.voxel_um if voxel_um is None else float(voxel_um)
-    voxel_mm = voxel_um / 1000.0
-    children = np.random.SeedSequence([check_seed(seed), spec.seed_key]).spawn(7)
-    geometry_rng, tree_rng, texture_rng, blob_rng, label_rng, _, acquisition_rng = (np.random.default_rng(c) for c in children)
-    extent = kidney_extent_mm(spec, size)
-    shape = grid_shape(extent, voxel_um)
-    geom = make_organ_geometry(extent, geometry_rng)
-    tree = grow_vessel_trees(geom, preset, tree_rng)
-    keys = label_rng.permutation(tree.count) + 1
-    k = int(style.oversample)
-    fine_shape, fine_mm = tuple(n * k for n in shape), voxel_mm / k
-    _, key = render_capsules(tree, keys, shape, voxel_mm, style)  # labels on the acquired grid
+    scene = kidney_scene(name, seed, size, voxel_um, style)
+    spec, style = KIDNEYS[name], scene.style
+    _, key = render_capsules(scene.tree, scene.keys, scene.shape, scene.voxel_mm, style)  # labels on the acquired grid
     truth = key > 0
     if spec.labelled_fraction is None:
         labels, labelled = truth, 1.0
     else:
-        labels, labelled = choose_labelled(key, tree.count, spec.labelled_fraction)
-    obj = render_tissue(geom, fine_shape, fine_mm, texture_rng, blob_rng, style)
-    signal, _ = render_capsules(tree, keys, fine_shape, fine_mm, style)
+        labels, labelled = choose_labelled(key, scene.tree.count, spec.labelled_fraction)
+    fine_shape, fine_mm = scene.fine
+    obj = render_tissue(scene.geometry, fine_shape, fine_mm, scene.rngs["texture"], scene.rngs["blob"], style)
+    signal, _ = render_capsules(scene.tree, scene.keys, fine_shape, fine_mm, style)
     obj += signal
     del signal
-    image = acquire(obj, style, voxel_um, acquisition_rng)
-    return RenderedKidney(name, voxel_um, apply_window(image, spec.window), truth, labels, labelled)
+    image = acquire(obj, style, scene.voxel_um, scene.rngs["acquisition"])
+    return RenderedKidney(name, scene.voxel_um, apply_window(image, spec.window), truth, labels, labelled)
