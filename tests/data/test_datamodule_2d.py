@@ -107,7 +107,7 @@ def test_distributed_shards_are_contiguous_with_one_context_slice(tiny_phantom):
 
 def test_absent_groups_are_skipped_with_a_log_line(tiny_phantom, caplog):
     caplog.set_level(logging.INFO)
-    dm = tiny_2d_datamodule(tiny_phantom)
+    dm = tiny_2d_datamodule(tiny_phantom, external=True)  # stage 2 before pseudo-labelling
     dm.setup("fit")
     assert "hoa_ladaf_2020_31" not in [s.group.name for s in dm.train_set.sources]
     assert "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_/labels not found" in caplog.text
