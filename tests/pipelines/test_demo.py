@@ -57,7 +57,12 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     again = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
     assert again["val_model_sd"] == results["val_model_sd"]
     out = capsys.readouterr().out
-    assert "reused the finished run" in out and "wrote 0 label slices" in out
+    assert "reused the finished run" in out and "wrote 0 label slices" in out and "--overwrite" not in out
+    # labels some other model left in the phantom (no claim in the work folder) are rewritten by this run's
+    (work / "stage1" / "pseudo_labels_from.txt").write_text("another checkpoint\n")
+    main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
+    out = capsys.readouterr().out
+    assert "--overwrite" in out and "wrote 0 label slices" not in out
 
 
 def test_python_m_src_demo_and_src_robustness_run_the_pipelines():
