@@ -127,6 +127,24 @@ def test_a_run_stopped_inside_an_epoch_by_max_steps_validates_its_last_weights(t
     assert sorted(validated["step"].astype(int)) == [1, 2]  # after steps 2 and 3 (logged as global_step - 1)
 
 
+def test_the_run_s_best_checkpoint_follows_the_checkpoint_monitor(tiny_phantom, tmp_path):
+    """With ``callbacks.model_checkpoint.monitor=val/loss`` (mode min) the best file predict and the demo take is
+    the one with the lowest validation loss, whatever the Dice in the file names says."""
+    import pandas as pd
+
+    from src.inference.checkpoints import best_checkpoint_in
+
+    cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "trainer.max_steps=3", "trainer.max_epochs=3",
+                       "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+                       "logger=csv", "callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min",
+                       "callbacks.model_checkpoint.save_top_k=3"], tmp_path)
+    train(cfg)
+    validated = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/loss"]).reset_index(drop=True)
+    assert len(validated) == 3
+    best_epoch = int(validated["val/loss"].idxmin())
+    assert best_checkpoint_in(tmp_path / "checkpoints").name.startswith(f"epoch_{best_epoch:03d}_")
+
+
 def test_clear_errors_in_process(tiny_phantom, tmp_path):
     with pytest.raises(UserError, match="must be odd"):
         train(compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "data.in_channels=4"], tmp_path / "a"))

@@ -7,6 +7,7 @@ off, the checkpoint's weights are loaded instead), so no table of architectures 
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,55 @@ def checkpoint_score(path: Path) -> float:
     return float(m.group(1)) if m else -1.0
 
 
+@dataclass(frozen=True)
+class MonitoredBest:
+    """What Lightning's ModelCheckpoint recorded as the best file of a run: by its own ``monitor`` and ``mode``."""
+
+    path: Path
+    monitor: str
+    mode: str  # "max" or "min"
+    score: float
+
+
+def monitored_best(folder: Path, candidates: list[Path]) -> MonitoredBest | None:
+    """The best checkpoint of ``folder`` as its ModelCheckpoint ranked it (``monitor``, ``mode``), read from the
+    callback state in the newest file there (``last.ckpt`` after a finished run); None when that file has no
+    such state or names a file that is not among ``candidates`` (moved, deleted, another folder's)."""
+    here = [c for c in candidates if c.parent == folder]
+    if not here:
+        return None
+    newest = max(here, key=lambda c: c.stat().st_mtime)
+    try:
+        state = torch.load(newest, map_location="cpu", weights_only=False, mmap=True).get("callbacks") or {}
+    except Exception:  # a foreign or truncated file: the name rule decides
+        return None
+    by_name = {c.name: c for c in here}
+    for key, value in state.items():
+        if not (key.startswith("ModelCheckpoint") and isinstance(value, dict) and value.get("best_model_path")):
+            continue
+        try:
+            settings = ast.literal_eval(key[len("ModelCheckpoint"):])
+        except (SyntaxError, ValueError):
+            settings = {}
+        best = by_name.get(Path(value["best_model_path"]).name)
+        score = value.get("best_model_score")
+        if best is not None and score is not None and value.get("monitor"):
+            return MonitoredBest(best, str(value["monitor"]), str(settings.get("mode", "max")), float(score))
+    return None
+
+
 def best_of(candidates: list[Path]) -> Path:
-    """The checkpoint with the highest Dice in its name (newest on ties); the newest when none has one."""
+    """The best of a run's checkpoints: the file its ModelCheckpoint recorded as best by its ``monitor`` and
+    ``mode`` (:func:`monitored_best`; over several folders, the best of their bests when they monitor the same
+    value); else the highest Dice in the file name (newest on ties); else the newest.
+
+    The file name carries ``val/dice`` whatever the monitor, so ranking names alone would disagree with a run
+    trained with another ``callbacks.model_checkpoint.monitor`` (its top-k files are chosen by that monitor)."""
+    folders = sorted({c.parent for c in candidates})
+    bests = [b for b in (monitored_best(f, candidates) for f in folders) if b is not None]
+    if bests and len(bests) == len(folders) and len({(b.monitor, b.mode) for b in bests}) == 1:
+        sign = -1.0 if bests[0].mode == "min" else 1.0
+        return max(bests, key=lambda b: (sign * b.score, b.path.stat().st_mtime)).path
     scored = [c for c in candidates if checkpoint_score(c) >= 0]
     if scored:
         return max(scored, key=lambda c: (checkpoint_score(c), c.stat().st_mtime))

@@ -47,6 +47,44 @@ def test_find_checkpoint_takes_the_best_dice_across_reruns(tmp_path):
         find_checkpoint(tmp_path, "missing_run", 0)
 
 
+def _lightning_state(folder, best: str, monitor: str = "val/loss", mode: str = "min", score: float = 0.1) -> dict:
+    """The callback state Lightning's ModelCheckpoint writes into every checkpoint (its own state key)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    key = ModelCheckpoint(dirpath=folder, monitor=monitor, mode=mode).state_key
+    return {key: {"monitor": monitor, "best_model_score": torch.tensor(score), "best_model_path": str(folder / best),
+                  "best_k_models": {}, "dirpath": str(folder)}}
+
+
+def test_the_best_checkpoint_is_the_one_its_monitor_chose_not_the_dice_in_its_name(tmp_path):
+    """A run trained with ``callbacks.model_checkpoint.monitor=val/loss`` keeps the top files by loss; their
+    names still carry val/dice. The pick follows what ModelCheckpoint recorded (and its mode), not the names."""
+    import os
+
+    from src.inference.checkpoints import best_checkpoint_in
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("epoch_001_dice_0.6000.ckpt", "epoch_002_dice_0.5000.ckpt"):
+        torch.save({"callbacks": {}}, folder / name)
+    torch.save({"callbacks": _lightning_state(folder, "epoch_002_dice_0.5000.ckpt")}, folder / "last.ckpt")
+    os.utime(folder / "last.ckpt", (2e9, 2e9))  # the newest: written after the run's last validation
+    assert best_checkpoint_in(folder).name == "epoch_002_dice_0.5000.ckpt"
+    # the recorded best was deleted or moved: the names decide again
+    (folder / "epoch_002_dice_0.5000.ckpt").unlink()
+    assert best_checkpoint_in(folder).name == "epoch_001_dice_0.6000.ckpt"
+
+
+def test_reruns_are_compared_by_their_monitor_and_mode(tmp_path):
+    run = tmp_path / "train" / "runs" / "r"
+    for folder, best, score in (("0", "epoch_001_dice_0.9000.ckpt", 0.30), ("0_v1", "epoch_004_dice_0.7000.ckpt", 0.20)):
+        checkpoints = run / folder / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        torch.save({"callbacks": {}}, checkpoints / best)
+        torch.save({"callbacks": _lightning_state(checkpoints, best, score=score)}, checkpoints / "last.ckpt")
+    assert find_checkpoint(tmp_path, "r", 0).name == "epoch_004_dice_0.7000.ckpt"  # the lower val/loss (mode min)
+
+
 VALIDATION = {"val/loss": 0.3, "val/dice": 0.4, "val/sd@0.05": 0.01, "val/sd@0.1": 0.05, "val/sd@0.3": 0.31,
               "val/sd@0.4": 0.33, "val/sd@0.5": 0.03, "epoch": 7, "step": 200}
 
