@@ -74,3 +74,32 @@ def test_ceiling_rows_on_the_tiny_phantom_order_from_optics_to_image():
     written = render_kidney("kidney_5", 0, "tiny", style="A")
     baseline = best_global_threshold(written.image.astype(np.float32), written.truth)[1]
     assert rows["image as written (with noise)"][1] == pytest.approx(baseline, abs=0.005)
+
+
+def test_error_analysis_attributes_each_kind_of_error_to_its_repair():
+    """On the tiny phantom's truth: a perfect call repairs to itself; a call that misses the thick vessels and adds
+    false positives far from every vessel is repaired by adding those vessels or removing those voxels, not otherwise."""
+    import numpy as np
+
+    from benchmarks.errors import analyse, truth_and_radius
+
+    truth, radius, level = truth_and_radius("kidney_5", 0, "tiny", "A")
+    perfect = analyse(truth.copy(), truth, radius, level)
+    assert all(v == pytest.approx(1.0) for v in perfect["surface_dice"].values())
+    assert sum(perfect["false_positives"].values()) == 0
+    assert all(r == 1.0 for *_, n, r in perfect["recall_by_radius"] if n)
+
+    from scipy import ndimage
+
+    called = truth & (radius < 1.5)
+    far = np.zeros_like(truth)
+    far[tuple(np.argwhere(~ndimage.binary_dilation(truth, iterations=3) & (level < 0.72))[::500].T)] = True
+    result = analyse(called | far, truth, radius, level)
+    sd = result["surface_dice"]
+    assert sd["missed thick vessels added (radius >= 1.5 voxels)"] > sd["as predicted"] + 0.3
+    assert sd["far false positives removed (> 2 voxels from a vessel)"] > sd["as predicted"]
+    assert sd["missed thin vessels added (radius < 1.5 voxels)"] == pytest.approx(sd["as predicted"])
+    assert result["false_positives"]["within 2 voxels of a vessel"] == 0
+    assert result["false_positives"]["elsewhere in the organ"] == int(far.sum()) > 0
+    thick_recall = [r for lo, hi, n, r in result["recall_by_radius"] if lo >= 1.5 and n]
+    assert thick_recall and max(thick_recall) == 0.0
