@@ -230,7 +230,7 @@ def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
     cfg = compose_cfg(["experiment=demo3d", f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "extras.print_config=false",
                        "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
                        "trainer.enable_model_summary=false", "recipe=pseudo_3d"], tmp_path)
-    assert cfg.trainer.max_epochs == 2  # experiment values come after the stage's
+    assert (cfg.trainer.max_epochs, cfg.model.scheduler.T_max) == (12, 240)  # experiment values come after the stage's
     metrics = train(cfg)
     assert {"val/loss", "val/dice", "val/sd@0.5"} <= set(metrics)
 

@@ -184,18 +184,15 @@ def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
     print(f"  done in {time.perf_counter() - t:.0f} s")
 
 
-DEMO_3D = ["trainer.max_epochs=6", "data.samples_per_epoch=40", "data.val_samples_per_epoch=8"]
-
-
 def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
     """Train the small 3-D model (reusing a finished run)."""
     run_dir = work / "stage2_3d" / f"fold{fold}"
     t = step(7, f"stage 2, 3-D: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_dir}")
     ensure_run(run_dir, ["recipe=pseudo_3d", "experiment=demo3d", f"data.fold={fold}", f"paths.data_dir={data}",
-                         *DEMO_3D, *overrides], t)
+                         *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
     print(f"  best {metric} of the validation crops = {value:.4f} (epoch {epoch})")
-    print("  (a deliberately tiny 3-D model trained for about a minute and a half on the CPU: the blend, which")
+    print("  (a deliberately tiny 3-D model trained for about three minutes on the CPU: the blend, which")
     print("   trusts the 3-D model inside the 2-D model's hull, needs a well-trained one to help)")
     return run_dir
 

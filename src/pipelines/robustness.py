@@ -197,7 +197,6 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
     from src.calibrate import calibrate
     from src.inference.checkpoints import best_checkpoint_in
     from src.pipelines.common import ensure_run, score_csv, trained_size
-    from src.pipelines.demo import DEMO_3D
     from src.predict import predict
 
     runs = {}
@@ -209,7 +208,7 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
         runs[name] = best_checkpoint_in(run_dir / "checkpoints")
     run_3d = work / "train" / "dynunet"
     print(f"== seed {seed}, 3-D model: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_3d}")
-    ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}", *DEMO_3D,
+    ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}",
                         *args.train_3d_overrides], time.perf_counter())
     ckpt_3d = best_checkpoint_in(run_3d / "checkpoints")
     common = [f"paths.data_dir={data}", f"engine_3d.roi_size={trained_size(run_3d)}", f"progress={not args.quiet}"]
