@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.entry import hydra_main
+from src.utils.entry import hydra_main, resolved_config
 from src.utils.errors import raises_user_errors
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
-        resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in cfg if k != "hydra"}
+        resolved = resolved_config(cfg)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         for logger in loggers:
             logger.log_hyperparams({"config": resolved, "run_name": cfg.run_name, "fold": cfg.data.fold})

@@ -30,12 +30,45 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
+RUN_SETTINGS = ("seed", "data", "model", "trainer")  # what makes a finished run the one asked for (not paths or logging)
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """Nested settings as ``{"a.b": value}``; folders (keys ending in ``_dir``) as absolute paths from the checkout."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    key = prefix.rstrip(".")
+    if key.endswith("_dir") and isinstance(value, str):
+        return {key: str((REPO_ROOT / value).resolve())}
+    return {key: value}
+
+
+def changed_settings(run_dir: Path, overrides: list[str]) -> list[str]:
+    """``key: saved -> now`` for each setting of :data:`RUN_SETTINGS` where the finished run in ``run_dir``
+    (its resolved ``config.yaml``) differs from what ``python -m src.train <overrides>`` composes today (a
+    changed default config or override); empty when they agree or the run saved no config."""
+    from src.utils.entry import compose_config, resolved_config
+
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return []
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    cfg = compose_config("train", [o for o in overrides if not o.startswith("hydra.")], (REPO_ROOT / run_dir).resolve())
+    before, after = _flat({k: saved.get(k) for k in RUN_SETTINGS}), _flat(resolved_config(cfg, RUN_SETTINGS))
+    return [f"{k}: {before.get(k)} -> {after.get(k)}" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
 def ensure_run(run_dir: Path, overrides: list[str], started: float) -> None:
-    """``python -m src.train`` into ``run_dir`` unless a finished run (its metrics.json) is there."""
+    """``python -m src.train`` into ``run_dir`` unless a finished run (its metrics.json) with the same settings
+    is there; a finished run trained with other settings (:func:`changed_settings`) is trained again."""
     if (run_dir / "metrics.json").exists():
-        print("  reused the finished run")
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of ours
+        changed = changed_settings(run_dir, overrides)
+        if not changed:
+            print("  reused the finished run")
+            return
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        print(f"  the finished run there was trained with other settings ({shown}): training again")
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of ours, or one of other settings
     run([sys.executable, "-m", "src.train", *overrides, f"hydra.run.dir={run_dir}", "extras.print_config=false"])
     print(f"  trained in {time.perf_counter() - started:.0f} s")
 

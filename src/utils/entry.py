@@ -52,3 +52,12 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), output_dir: 
             cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def resolved_config(cfg: DictConfig, keys: Sequence[str] | None = None) -> dict:
+    """The config as plain, resolved values (every top-level key but ``hydra``, or only ``keys``): what a
+    run saves as ``config.yaml`` and what a finished run is compared with."""
+    from omegaconf import OmegaConf
+
+    wanted = [k for k in cfg if k != "hydra"] if keys is None else [k for k in keys if k in cfg]
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in wanted}
