@@ -53,14 +53,16 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
         assert 0.0 <= results[f"B_{kidney}_model"] <= 1.0 and 0.0 < results[f"B_{kidney}_baseline"] <= 1.0
     assert json.loads((tmp_path / "phantom_B" / ".phantom.json").read_text())["style"] == "B"
     assert "cross-style" in out and (work / "submission_style_B.csv").exists()
-    # a second demo reuses the finished run and the pseudo labels
-    again = main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
+    # a second demo with the same settings reuses the finished runs and the pseudo labels
+    same = ["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet", *TINY_TRAIN, "--train-3d", *TINY_3D]
+    again = main(same)
     assert again["val_model_sd"] == results["val_model_sd"]
     out = capsys.readouterr().out
-    assert "reused the finished run" in out and "wrote 0 label slices" in out and "--overwrite" not in out
+    assert out.count("reused the finished run") == 2 and "training again" not in out
+    assert "wrote 0 label slices" in out and "--overwrite" not in out
     # labels some other model left in the phantom (no claim in the work folder) are rewritten by this run's
     (work / "stage1" / "pseudo_labels_from.txt").write_text("another checkpoint\n")
-    main(["--out", str(data), "--size", "tiny", "--work-dir", str(work), "--quiet"])
+    main(same)
     out = capsys.readouterr().out
     assert "--overwrite" in out and "wrote 0 label slices" not in out
 
