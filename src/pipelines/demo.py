@@ -33,7 +33,7 @@ from src.data.phantom import build_phantom
 from src.data.registry import Registry
 from src.data.volumes import VolumeStore
 from src.inference.blend import blend_score_slice
-from src.inference.checkpoints import best_checkpoint_in, checkpoint_threshold
+from src.inference.checkpoints import best_checkpoint_in, checkpoint_threshold, monitored_best
 from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
 from src.metrics.rle import rle_decode
@@ -151,7 +151,9 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
     threshold, baseline = best_threshold(threshold_baseline(image, label.data, registry.label_threshold))
     print(f"  validation volume {val.name} ({len(image)} slices):")
     print(f"  model     best {metric} = {value:.4f} (epoch {epoch}, the best of every epoch and threshold)")
-    print(f"            the checkpoint predict uses ({checkpoint.name}, top val/dice): val/sd@0.5 = {at_05:.4f}")
+    ranked = monitored_best(checkpoint.parent, list(checkpoint.parent.glob("*.ckpt")))
+    by = f"best {ranked.monitor}" if ranked is not None and ranked.path == checkpoint else "best val/dice in its name"
+    print(f"            the checkpoint predict uses ({checkpoint.name}, {by}): val/sd@0.5 = {at_05:.4f}")
     threshold_used, source = checkpoint_threshold(checkpoint)
     print(f"            predict thresholds it at {threshold_used:g} (threshold=checkpoint; {source})")
     print(f"  baseline  best global intensity threshold {threshold:.2f} on the normalised image: surface dice {baseline:.4f}")
