@@ -15,6 +15,11 @@ The phantom renders the same organ geometry at both voxel sizes (its kidney_5 at
      ``<work-dir>/robustness.md`` and ``robustness.json``). Each finished seed's rows are kept in
      ``<work-dir>/seed<N>/rows.json``, so an interrupted run resumes after its last finished seed.
 
+``--lever NAME OVERRIDE [OVERRIDE ...]`` (repeatable) adds a 2-D training lever of your own, trained with
+every seed beside the built-in ones and scored at threshold 0.5 against 2-D alone: e.g. ``--lever pseudo
+data.train_pseudo=true`` after labelling kidney_2 with a fold-1 model (README, Robustness levers). A seed
+finished before the lever was asked for keeps its rows and gains the lever's.
+
 A lever that does not help on the phantom shows as such: the table is printed as measured.
 """
 
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from src.pipelines.common import add_training_overrides
-from src.utils.errors import cli_main
+from src.utils.errors import UserError, cli_main
 from src.utils.files import write_text_atomic
 from src.utils.settings import REPO_ROOT
 
@@ -39,12 +45,39 @@ LEVER_RUNS = {
     "scale_aug": ["data.scale_aug_center=0.8"],
     "rotate3d": ["data.rotate3d_prob=0.5"],
 }
+DYNUNET_RUN = "dynunet"  # the 3-D run's folder beside the 2-D ones
 
 
 def compose_cfg(config: str, overrides: list[str], run_dir: Path):
     from src.utils.entry import compose_config
 
     return compose_config(config, overrides, run_dir)
+
+
+LEVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def lever_runs(specs: list[list[str]] | None) -> dict[str, list[str]]:
+    """``--lever NAME OVERRIDE ...`` arguments -> {NAME: overrides}; a one-line error for a bad or repeated one."""
+    levers: dict[str, list[str]] = {}
+    for spec in specs or []:
+        name, overrides = spec[0], spec[1:]
+        if not LEVER_NAME.fullmatch(name):
+            raise UserError(f"--lever {name!r}: a lever's name is a folder name (letters, digits, '_', '.', '-'), "
+                            f"then its Hydra overrides, e.g. --lever pseudo data.train_pseudo=true")
+        if name in LEVER_RUNS or name == DYNUNET_RUN or name in levers:
+            taken = ", ".join([*LEVER_RUNS, DYNUNET_RUN, *levers])
+            raise UserError(f"--lever {name}: the name is taken (built-in and earlier levers: {taken}); choose another")
+        bad = [o for o in overrides if "=" not in o]
+        if not overrides or bad:
+            raise UserError(f"--lever {name}: needs one or more Hydra overrides KEY=VALUE after its name"
+                            + (f", got {' '.join(bad)}" if bad else ""))
+        levers[name] = overrides
+    return levers
+
+
+def lever_label(overrides: list[str]) -> str:
+    return f"2-D trained with `{' '.join(overrides)}`"
 
 
 def seed_list(text: str) -> list[int]:
@@ -153,8 +186,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "logs" / "robustness"))
     parser.add_argument("--min-component-size", type=int, default=50, help="voxels, for the component-removal row")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--lever", nargs="+", action="append", metavar=("NAME", "OVERRIDE"),
+                        help="a 2-D training lever of your own: a name, then its Hydra overrides (repeatable), "
+                             "e.g. --lever pseudo data.train_pseudo=true")
     add_training_overrides(parser, "every 2-D training run")
     args = parser.parse_args(argv)
+    args.levers = lever_runs(args.lever)
     data, work = Path(args.data), Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -186,6 +223,12 @@ def finished_seed(seed: int, work: Path, args: argparse.Namespace) -> tuple[list
     if saved.exists():
         entry = json.loads(saved.read_text())
         print(f"== seed {seed}: reused the finished rows in {saved}")
+        have = {r["lever"] for r in entry["rows"]}
+        missing = {name: o for name, o in getattr(args, "levers", {}).items() if lever_label(o) not in have}
+        if not missing:
+            return entry["rows"], entry["calibration"]
+        entry["rows"] += lever_rows(seed, Path(args.data), work, args, missing)
+        write_text_atomic(saved, json.dumps(entry, indent=1))
         return entry["rows"], entry["calibration"]
     rows, calibration = one_seed(seed, Path(args.data), work, args)
     write_text_atomic(saved, json.dumps({"seed": seed, "rows": rows, "calibration": calibration}, indent=1))
@@ -196,17 +239,10 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
     """Train every lever's model with ``seed``, calibrate, predict and score every row: (rows, calibration)."""
     from src.calibrate import calibrate
     from src.inference.checkpoints import best_checkpoint_in
-    from src.pipelines.common import ensure_run, score_csv, trained_size
-    from src.predict import predict
+    from src.pipelines.common import ensure_run, trained_size
 
-    runs = {}
-    for name, overrides in LEVER_RUNS.items():
-        run_dir = work / "train" / name
-        t = time.perf_counter()
-        print(f"== seed {seed}, 2-D model '{name}': python -m src.train experiment=demo seed={seed} {' '.join(overrides)} -> {run_dir}")
-        ensure_run(run_dir, ["experiment=demo", f"seed={seed}", f"paths.data_dir={data}", *overrides, *args.train_overrides], t)
-        runs[name] = best_checkpoint_in(run_dir / "checkpoints")
-    run_3d = work / "train" / "dynunet"
+    runs = {name: train_2d(name, overrides, seed, data, work, args) for name, overrides in LEVER_RUNS.items()}
+    run_3d = work / "train" / DYNUNET_RUN
     print(f"== seed {seed}, 3-D model: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_3d}")
     ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}",
                         *args.train_3d_overrides], time.perf_counter())
@@ -235,20 +271,44 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
         ("2-D + rescale, calibrated threshold + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
         ("2-D at its checkpoint's threshold (predict's default: `validated`, 5 % margin)", runs["recipe"], ["threshold=checkpoint"]),
     ]
-    results = []
-    for i, (label, ckpt, overrides) in enumerate(rows):
-        out = work / "submissions" / f"{i:02d}.csv"
-        t = time.perf_counter()
-        # the rows measure the recipe's fixed 0.5 unless they say otherwise (the demo models' own is `validated`)
-        fixed = [] if any(o.startswith("threshold=") for o in overrides) else ["threshold=0.5"]
-        predict(compose_cfg("predict", [*common, f"checkpoints=[{ckpt}]", f"output={out}", *overrides, *fixed],
-                            work / "predict" / f"{i:02d}"))
-        scores = score_csv(out, data / "solution.csv")
-        k5, k6 = scores.get("kidney_5", float("nan")), scores.get("kidney_6", float("nan"))
-        results.append({"lever": label, "overrides": overrides, "kidney_5": k5, "kidney_6": k6, "mean": (k5 + k6) / 2,
-                        "seconds": time.perf_counter() - t})
-        print(f"  {label}: kidney_5 {k5:.4f}  kidney_6 {k6:.4f}")
-    return results, cal["best"]
+    results = [score_row(label, ckpt, overrides, f"{i:02d}", common, data, work) for i, (label, ckpt, overrides) in enumerate(rows)]
+    return results + lever_rows(seed, data, work, args, getattr(args, "levers", {})), cal["best"]
+
+
+def train_2d(name: str, overrides: list[str], seed: int, data: Path, work: Path, args: argparse.Namespace) -> Path:
+    """The best checkpoint of the demo 2-D model trained with ``seed`` and ``overrides`` (a finished run is reused)."""
+    from src.inference.checkpoints import best_checkpoint_in
+    from src.pipelines.common import ensure_run
+
+    run_dir = work / "train" / name
+    t = time.perf_counter()
+    print(f"== seed {seed}, 2-D model '{name}': python -m src.train experiment=demo seed={seed} {' '.join(overrides)} -> {run_dir}")
+    ensure_run(run_dir, ["experiment=demo", f"seed={seed}", f"paths.data_dir={data}", *overrides, *args.train_overrides], t)
+    return best_checkpoint_in(run_dir / "checkpoints")
+
+
+def lever_rows(seed: int, data: Path, work: Path, args: argparse.Namespace, levers: dict[str, list[str]]) -> list[dict]:
+    """Train each ``--lever`` model with ``seed`` and score it like 2-D alone (threshold 0.5)."""
+    common = [f"paths.data_dir={data}", f"progress={not args.quiet}"]
+    return [score_row(lever_label(overrides), train_2d(name, overrides, seed, data, work, args), [], f"lever_{name}", common, data, work)
+            for name, overrides in levers.items()]
+
+
+def score_row(label: str, ckpt: Path, overrides: list[str], key: str, common: list[str], data: Path, work: Path) -> dict:
+    """Predict the test kidneys with ``ckpt`` and ``overrides`` and score them (Kaggle's scorer)."""
+    from src.pipelines.common import score_csv
+    from src.predict import predict
+
+    out = work / "submissions" / f"{key}.csv"
+    t = time.perf_counter()
+    # the rows measure the recipe's fixed 0.5 unless they say otherwise (the demo models' own is `validated`)
+    fixed = [] if any(o.startswith("threshold=") for o in overrides) else ["threshold=0.5"]
+    predict(compose_cfg("predict", [*common, f"checkpoints=[{ckpt}]", f"output={out}", *overrides, *fixed], work / "predict" / key))
+    scores = score_csv(out, data / "solution.csv")
+    k5, k6 = scores.get("kidney_5", float("nan")), scores.get("kidney_6", float("nan"))
+    print(f"  {label}: kidney_5 {k5:.4f}  kidney_6 {k6:.4f}")
+    return {"lever": label, "overrides": overrides, "kidney_5": k5, "kidney_6": k6, "mean": (k5 + k6) / 2,
+            "seconds": time.perf_counter() - t}
 
 
 if __name__ == "__main__":

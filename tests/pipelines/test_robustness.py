@@ -92,3 +92,70 @@ def test_a_finished_seed_is_saved_and_reused_not_measured_again(tmp_path, monkey
     assert measured == [3] and json.loads((tmp_path / "seed3" / "rows.json").read_text())["seed"] == 3
     assert robustness.finished_seed(3, tmp_path / "seed3", args) == (rows, calibration)  # read back
     assert measured == [3]
+
+
+def test_a_lever_of_your_own_is_a_name_and_its_hydra_overrides():
+    from src.pipelines.robustness import lever_runs
+    from src.utils.errors import UserError
+
+    assert lever_runs(None) == {}
+    assert lever_runs([["pseudo", "data.train_pseudo=true"], ["wide", "data.img_size=128", "data.batch_size=8"]]) == {
+        "pseudo": ["data.train_pseudo=true"], "wide": ["data.img_size=128", "data.batch_size=8"]}
+    for bad, says in ((["pseudo"], "KEY=VALUE"), (["pseudo", "data.train_pseudo"], "data.train_pseudo"),
+                      (["../x", "a=1"], "folder name"), (["recipe", "a=1"], "taken"), (["dynunet", "a=1"], "taken")):
+        with pytest.raises(UserError, match=says):
+            lever_runs([bad])
+    with pytest.raises(UserError, match="taken"):
+        lever_runs([["p", "a=1"], ["p", "b=2"]])
+
+
+def test_a_lever_asked_for_after_a_seed_finished_is_added_to_its_saved_rows(tmp_path, monkeypatch):
+    """The seed's built-in rows are reused as saved; only the new lever is trained and scored, once."""
+    import argparse
+
+    from src.pipelines import robustness
+
+    saved = [{"lever": "blend", "kidney_5": 0.2, "kidney_6": 0.3, "mean": 0.25},
+             {"lever": "2-D alone, threshold 0.5", "kidney_5": 0.4, "kidney_6": 0.4, "mean": 0.4}]
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "rows.json").write_text(json.dumps({"seed": 0, "rows": saved, "calibration": {"fixed": {}}}))
+    trained = []
+
+    def train(name, overrides, seed, data, work, args):
+        trained.append((name, overrides, seed))
+        return tmp_path / f"{name}.ckpt"
+
+    def score(label, ckpt, overrides, key, common, data, work):
+        return {"lever": label, "kidney_5": 0.5, "kidney_6": 0.6, "mean": 0.55, "checkpoint": ckpt.name, "key": key}
+
+    monkeypatch.setattr(robustness, "one_seed", lambda *a: pytest.fail("a finished seed is not measured again"))
+    monkeypatch.setattr(robustness, "train_2d", train)
+    monkeypatch.setattr(robustness, "score_row", score)
+    args = argparse.Namespace(data=str(tmp_path / "data"), quiet=True, levers={"pseudo": ["data.train_pseudo=true"]})
+    rows, _ = robustness.finished_seed(0, tmp_path / "seed0", args)
+    assert rows[:2] == saved and rows[2]["lever"] == "2-D trained with `data.train_pseudo=true`"
+    assert rows[2]["checkpoint"] == "pseudo.ckpt" and rows[2]["key"] == "lever_pseudo"
+    assert trained == [("pseudo", ["data.train_pseudo=true"], 0)]
+    assert json.loads((tmp_path / "seed0" / "rows.json").read_text())["rows"] == rows
+    assert robustness.finished_seed(0, tmp_path / "seed0", args)[0] == rows and len(trained) == 1  # now saved
+    summary = robustness.summarise({0: rows})
+    assert summary[2]["lever"] == rows[2]["lever"] and summary[2]["diff"] == pytest.approx(0.15)
+
+
+def test_lever_options_parse_beside_training_overrides(monkeypatch, tmp_path):
+    from src.pipelines import robustness
+
+    seen = {}
+
+    def stop(seed, work, args):
+        seen.update(vars(args))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(robustness, "finished_seed", stop)
+    monkeypatch.setattr("src.data.phantom.build_phantom", lambda *a, **k: None)
+    monkeypatch.setattr("src.data.multiview.project_split", lambda *a, **k: None)
+    with pytest.raises(SystemExit):
+        robustness.main(["--work-dir", str(tmp_path), "--seeds", "0", "trainer.max_steps=20",
+                         "--lever", "pseudo", "data.train_pseudo=true", "--lever", "big", "data.img_size=128"])
+    assert seen["train_overrides"] == ["trainer.max_steps=20"]
+    assert seen["levers"] == {"pseudo": ["data.train_pseudo=true"], "big": ["data.img_size=128"]}
