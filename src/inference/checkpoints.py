@@ -202,9 +202,8 @@ def best_checkpoint_in(folder: str | Path) -> Path:
 
 
 def find_checkpoint(logs_dir: str | Path, run_name: str, fold: int) -> Path:
-    """The best checkpoint of a stage-1 run: highest Dice in its name over ``<fold>`` and ``<fold>_vN``.
-
-    Falls back to ``last.ckpt`` when no file carries a score. Raises :class:`UserError` listing the
+    """The best checkpoint of a stage-1 run over ``<fold>`` and ``<fold>_vN`` (:func:`best_of`: the file the
+    run's ModelCheckpoint recorded as best, else the highest Dice in the names, else ``last.ckpt``). Raises :class:`UserError` listing the
     folders searched when there is none.
     """
     root = Path(logs_dir) / "train" / "runs" / run_name
