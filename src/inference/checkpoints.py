@@ -203,8 +203,8 @@ def best_checkpoint_in(folder: str | Path) -> Path:
 
 def find_checkpoint(logs_dir: str | Path, run_name: str, fold: int) -> Path:
     """The best checkpoint of a stage-1 run over ``<fold>`` and ``<fold>_vN`` (:func:`best_of`: the file the
-    run's ModelCheckpoint recorded as best, else the highest Dice in the names, else ``last.ckpt``). Raises :class:`UserError` listing the
-    folders searched when there is none.
+    run's ModelCheckpoint recorded as best, else the highest Dice in the names, else ``last.ckpt``).
+    Raises :class:`UserError` listing the folders searched when there is none.
     """
     root = Path(logs_dir) / "train" / "runs" / run_name
     folders = sorted(p for p in root.glob(f"{fold}*") if p.is_dir() and re.fullmatch(rf"{fold}(_v\d+)?", p.name))
