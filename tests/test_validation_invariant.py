@@ -53,19 +53,27 @@ def test_the_run_learned_something(trained):
     assert max(val.values()) > 0.05, val  # otherwise the invariant below would hold trivially
 
 
-def test_a_short_demo_run_is_usable_at_the_fixed_threshold(trained, tiny_phantom, tmp_path):
+def test_a_short_demo_run_s_probabilities_are_not_stuck_at_one_half(trained, tiny_phantom, tmp_path):
     """What made demo models score near zero on other kidneys (README, "Does a model carry over?"): a
     short run whose probabilities all sit near 0.5, so 0.5 cuts them at an arbitrary place. After these
-    40 steps the previous demo optimiser and loss (RAdam 1e-3, Boundary DoU alone) call 64 % of the
-    validation kidney vessel at 0.5 (and all of it at 0.3); the demo's (AdamW 3e-3, DoU + cross-entropy) 5 %."""
+    40 steps the previous demo optimiser and loss (RAdam 1e-3, Boundary DoU alone) put every voxel of the
+    validation kidney between 0.3 and 0.7 and call 64 % of it vessel at 0.5; the demo's (AdamW 3e-3,
+    DoU + cross-entropy) 38 % and 3 % (measured 2026-12-07 with torch 2.14.1, smp 0.6.0, timm 1.0.31).
+
+    Whether 0.5 already scores near the best threshold after 40 steps is not pinned: it held with earlier
+    library versions and not with these (val/sd@0.5 0.025, best 0.12 at 0.05), which is why the demo's
+    predict threshold is the validated one (``test_the_checkpoint_records_its_validation_and_its_best_threshold``)."""
     from src.calibrate import calibrate
 
-    ckpt, val = trained
+    ckpt, _ = trained
     rows = calibrate(compose_cfg("calibrate", [
         f"paths.data_dir={tiny_phantom}", f"checkpoints=[{ckpt}]", "engine.views=[z]", "progress=false", "thresholds=[0.5]",
         "top_fractions=[]"], tmp_path))["rows"]
     assert rows[0]["fraction"] < 0.25, rows[0]
-    assert val[0.5] >= 0.5 * max(val.values()), val
+    group = Registry.load().fold("2d", 0).val
+    p = np.load(tmp_path / "probabilities" / f"{group.name}.npy").astype(np.float32)
+    undecided = float(((p > 0.3) & (p < 0.7)).mean())
+    assert undecided < 0.75, undecided
 
 
 def test_calibrate_reproduces_validation(trained, tiny_phantom, tmp_path):
