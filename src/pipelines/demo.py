@@ -40,6 +40,7 @@ from src.metrics.rle import rle_decode
 from src.metrics.surface_dice import surface_dice
 from src.pipelines.common import add_training_overrides, ensure_run, run, score_csv, trained_size
 from src.score import mean_score
+from src.utils.environment import versions_line
 from src.utils.errors import cli_main
 from src.utils.files import write_csv_atomic
 from src.utils.settings import REPO_ROOT
@@ -114,6 +115,7 @@ def main(argv=None) -> dict[str, float]:
             cross_style(other, args.seed, args.size, args.style, args.test_style, work, run_dir, results)
     summary_line = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s: {summary_line}")
+    print(f"libraries (the figures move with them; README, Measured performance): {versions_line()}")
     return results
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from src.pipelines.common import add_training_overrides
+from src.utils.environment import library_versions, versions_line
 from src.utils.errors import UserError, cli_main
 from src.utils.files import write_text_atomic
 from src.utils.settings import REPO_ROOT
@@ -211,6 +212,7 @@ def main(argv=None) -> list[dict]:
     (work / "robustness.json").write_text(json.dumps({"seeds": args.seeds, "calibration": calibrations, "summary": summary,
                                                       "rows": rows_by_seed}, indent=1))
     print(f"\nrobustness finished in {time.perf_counter() - started:.0f} s -> {work / 'robustness.md'}, {png}")
+    print(f"libraries: {versions_line()}")
     return summary
 
 
@@ -223,6 +225,9 @@ def finished_seed(seed: int, work: Path, args: argparse.Namespace) -> tuple[list
     if saved.exists():
         entry = json.loads(saved.read_text())
         print(f"== seed {seed}: reused the finished rows in {saved}")
+        changed = changed_libraries(entry.get("libraries"))
+        if changed:
+            print(f"   (measured with other libraries than this install's: {changed}; the figures move with them)")
         have = {r["lever"] for r in entry["rows"]}
         missing = {name: o for name, o in getattr(args, "levers", {}).items() if lever_label(o) not in have}
         if not missing:
@@ -231,8 +236,19 @@ def finished_seed(seed: int, work: Path, args: argparse.Namespace) -> tuple[list
         write_text_atomic(saved, json.dumps(entry, indent=1))
         return entry["rows"], entry["calibration"]
     rows, calibration = one_seed(seed, Path(args.data), work, args)
-    write_text_atomic(saved, json.dumps({"seed": seed, "rows": rows, "calibration": calibration}, indent=1))
+    write_text_atomic(saved, json.dumps({"seed": seed, "rows": rows, "calibration": calibration,
+                                         "libraries": library_versions()}, indent=1))
     return rows, calibration
+
+
+def changed_libraries(saved: dict[str, str] | None) -> str:
+    """``timm 1.0.20 -> 1.0.31, ...`` for the libraries whose version differs from a seed's saved ones
+    (``unknown`` where the seed was saved before versions were recorded); empty when they agree."""
+    now = library_versions()
+    if saved is None:
+        return "unknown (saved before versions were recorded)"
+    return ", ".join(f"{name} {saved.get(name, 'absent')} -> {version}" for name, version in now.items()
+                     if saved.get(name, "absent") != version)
 
 
 def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:

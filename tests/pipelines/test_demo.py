@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from src.pipelines.demo import main
+from src.utils.environment import versions_line
 from src.utils.settings import REPO_ROOT
 from tests.pipelines.overrides import TINY_3D, TINY_TRAIN
 
@@ -16,6 +17,7 @@ def test_demo_on_tiny_phantom_scores_perfect_and_empty(tmp_path, capsys):
     assert scores == {"perfect": 1.0, "empty": 0.0}
     out = capsys.readouterr().out
     assert "perfect 1.0000, empty 0.0000" in out
+    assert f"libraries (the figures move with them; README, Measured performance): {versions_line()}" in out
     index = pd.read_csv(data / "gt_extended.csv", keep_default_na=False)
     # every labelled training group and its two projections, the external kidney (no labels yet), two test kidneys
     groups = set(index.group)

@@ -94,6 +94,34 @@ def test_a_finished_seed_is_saved_and_reused_not_measured_again(tmp_path, monkey
     assert measured == [3]
 
 
+def test_a_seed_reused_from_other_library_versions_says_so(tmp_path, monkeypatch, capsys):
+    """Training is deterministic per seed for one install only; a saved seed records the versions it was
+    measured with, and reusing it under others prints which changed."""
+    import argparse
+
+    from src.pipelines import robustness
+    from src.utils.environment import library_versions
+
+    rows = [{"lever": "blend", "kidney_5": 0.2, "kidney_6": 0.3, "mean": 0.25}]
+    monkeypatch.setattr(robustness, "one_seed", lambda seed, data, work, args: (rows, {}))
+    args = argparse.Namespace(data=str(tmp_path / "data"))
+    robustness.finished_seed(0, tmp_path / "seed0", args)
+    saved = tmp_path / "seed0" / "rows.json"
+    entry = json.loads(saved.read_text())
+    assert entry["libraries"] == library_versions()
+    capsys.readouterr()
+    robustness.finished_seed(0, tmp_path / "seed0", args)
+    assert "other libraries" not in capsys.readouterr().out
+    entry["libraries"]["timm"] = "0.0.1"
+    saved.write_text(json.dumps(entry))
+    robustness.finished_seed(0, tmp_path / "seed0", args)
+    assert f"timm 0.0.1 -> {library_versions()['timm']}" in capsys.readouterr().out
+    del entry["libraries"]
+    saved.write_text(json.dumps(entry))
+    robustness.finished_seed(0, tmp_path / "seed0", args)
+    assert "saved before versions were recorded" in capsys.readouterr().out
+
+
 def test_a_lever_of_your_own_is_a_name_and_its_hydra_overrides():
     from src.pipelines.robustness import lever_runs
     from src.utils.errors import UserError
