@@ -1,4 +1,6 @@
 # Quick start: `make demo` and `make test`. Every target installs first (idempotent).
+# CONSTRAINTS=constraints.txt installs the exact versions the README's latest figures were measured with.
+CONSTRAINTS ?=
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST ?= $(PYTHON) -m pytest
@@ -10,7 +12,7 @@ export PIP_ROOT_USER_ACTION = ignore
 
 install:
 	@sh scripts/ensure_openjpeg.sh
-	@$(PIP) install --disable-pip-version-check -q -r requirements.txt
+	@$(PIP) install --disable-pip-version-check -q -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	@$(PIP) install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@$(PYTHON) -c "import glymur, sys; v = glymur.version.openjpeg_version; sys.exit(0 if v and v != '0.0.0' else 'error: glymur does not find OpenJPEG (libopenjp2); see README troubleshooting')"
 

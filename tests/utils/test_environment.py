@@ -16,3 +16,36 @@ def test_a_missing_distribution_is_named_absent():
 
 def test_versions_line():
     assert versions_line(("torch",)) == f"torch {metadata.version('torch')}"
+
+
+def test_constraints_txt_pins_every_requirement_inside_its_range():
+    """`make install CONSTRAINTS=constraints.txt` must resolve: one exact pin per requirement, each allowed by
+    requirements.txt's range (a pin outside it would make pip fail with a conflict)."""
+    from packaging.requirements import Requirement
+
+    from src.utils.environment import requirement_names
+    from src.utils.settings import REPO_ROOT
+
+    ranges = {}
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            ranges[req.name] = req.specifier
+    pins = [Requirement(line) for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert [p.name for p in pins] == requirement_names(REPO_ROOT / "requirements.txt") == list(ranges)
+    for pin in pins:
+        (spec,) = pin.specifier
+        assert spec.operator == "==", pin
+        assert ranges[pin.name].contains(spec.version), (pin, ranges[pin.name])
+
+
+def test_constraints_text_pins_the_installed_versions(tmp_path):
+    from src.utils.environment import constraints_text
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# a comment\ntorch>=2.3,<=2.14.1\n\nnumpy>=1.24  # trailing\n")
+    text = constraints_text(requirements, "2026-12-07")
+    assert text.splitlines()[-2:] == [f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"]
+    assert "figures of 2026-12-07" in text
