@@ -5,10 +5,13 @@ allows ranges, and a fresh install that resolves a newer timm, smp or MONAI move
 about what another seed does (README, Measured performance). Reports print these beside their figures.
 """
 
-import re
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from src.utils.settings import REPO_ROOT
 
 # Distribution names, in the order they are printed.
 LIBRARIES = ("torch", "lightning", "segmentation-models-pytorch", "timm", "monai", "albumentations", "numpy",
@@ -40,23 +43,19 @@ CONSTRAINTS_HEADER = """\
 """
 
 
-def requirement_names(requirements: str | Path) -> list[str]:
-    """The distribution names of a requirements file, in its order (comments and blank lines skipped)."""
-    names = []
-    for line in Path(requirements).read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(re.match(r"[A-Za-z0-9_.\-]+", line).group(0))
-    return names
+def requirements(path: str | Path) -> list[Requirement]:
+    """The requirements of a requirements file, in its order (comments and blank lines skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
 
 
-def constraints_text(requirements: str | Path, date: str) -> str:
-    """A pip constraints file pinning every package of ``requirements`` to its installed version."""
-    pins = "".join(f"{name}=={version}\n" for name, version in library_versions(tuple(requirement_names(requirements))).items())
+def constraints_text(path: str | Path, date: str) -> str:
+    """A pip constraints file pinning every package of the requirements file ``path`` to its installed version."""
+    pins = "".join(f"{name}=={version}\n" for name, version in library_versions(tuple(r.name for r in requirements(path))).items())
     return CONSTRAINTS_HEADER.format(date=date) + pins
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m src.utils.environment DATE > constraints.txt")
-    sys.stdout.write(constraints_text(Path(__file__).resolve().parents[2] / "requirements.txt", sys.argv[1]))
+    sys.stdout.write(constraints_text(REPO_ROOT / "requirements.txt", sys.argv[1]))

@@ -21,20 +21,12 @@ def test_versions_line():
 def test_constraints_txt_pins_every_requirement_inside_its_range():
     """`make install CONSTRAINTS=constraints.txt` must resolve: one exact pin per requirement, each allowed by
     requirements.txt's range (a pin outside it would make pip fail with a conflict)."""
-    from packaging.requirements import Requirement
-
-    from src.utils.environment import requirement_names
+    from src.utils.environment import requirements
     from src.utils.settings import REPO_ROOT
 
-    ranges = {}
-    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            req = Requirement(line)
-            ranges[req.name] = req.specifier
-    pins = [Requirement(line) for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
-            if line and not line.startswith("#")]
-    assert [p.name for p in pins] == requirement_names(REPO_ROOT / "requirements.txt") == list(ranges)
+    ranges = {r.name: r.specifier for r in requirements(REPO_ROOT / "requirements.txt")}
+    pins = requirements(REPO_ROOT / "constraints.txt")
+    assert [p.name for p in pins] == list(ranges)
     for pin in pins:
         (spec,) = pin.specifier
         assert spec.operator == "==", pin
