@@ -103,3 +103,36 @@ def test_error_analysis_attributes_each_kind_of_error_to_its_repair():
     assert result["false_positives"]["elsewhere in the organ"] == int(far.sum()) > 0
     thick_recall = [r for lo, hi, n, r in result["recall_by_radius"] if lo >= 1.5 and n]
     assert thick_recall and max(thick_recall) == 0.0
+
+
+def test_reference_crops_come_from_all_three_axes_and_half_centre_on_vessels():
+    import numpy as np
+
+    from benchmarks.reference import CROP, sample
+
+    image = np.random.default_rng(0).random((20, 30, 40), dtype=np.float32)
+    labels = np.zeros(image.shape, dtype=bool)
+    labels[10, 15, 20] = True
+    kidneys = [(image, labels, np.argwhere(labels))]
+    rng = np.random.default_rng(1)
+    crops = [sample(kidneys, rng) for _ in range(60)]
+    assert all(img.shape == (CROP, CROP) and lab.shape == (CROP, CROP) for img, lab in crops)
+    with_vessel = sum(lab.any() for _, lab in crops)
+    assert 15 <= with_vessel <= 50  # about half are centred on the single vessel voxel (which the jitter keeps in view)
+
+
+def test_reference_network_trains_predicts_and_scores_a_tiny_phantom(tiny_phantom, tmp_path):
+    import json
+
+    from benchmarks.reference import main
+
+    scores = main(["--data", str(tiny_phantom), "--steps", "2", "--batch", "2", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "reference.pt").with_name("scores.json").read_text())
+    assert saved == json.loads(json.dumps(scores))
+    for kidney in ("kidney_5", "kidney_6"):
+        row = scores[f"{tiny_phantom.name}/{kidney}"]
+        assert 0.0 <= row["at_0.5"] <= row["best"] <= 1.0
+        assert 0.0 < row["truth"] < 0.2 and 0.0 <= row["called"] <= 1.0
+        assert 0.0 < row["baseline"] <= 1.0
+    again = main(["--data", str(tiny_phantom), "--steps", "2", "--batch", "2", "--out", str(tmp_path)])  # reuses the weights
+    assert again[f"{tiny_phantom.name}/kidney_5"] == scores[f"{tiny_phantom.name}/kidney_5"]
