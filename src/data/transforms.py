@@ -202,6 +202,13 @@ def _kernel(size: int) -> list:
     ]
 
 
+@scheme("acquisition")
+def _acquisition(size: int) -> list:
+    """d4 plus what a scan from another scanner changes (:func:`acquisition_shift`), without resampling the
+    crop: no affine zoom or rotation (add a zoom with ``data.scale_aug_center``)."""
+    return [*d4(), *acquisition_shift()]
+
+
 @scheme("robust")
 def _robust(size: int) -> list:
     """"hard" plus what a test kidney from another scan changes (:func:`acquisition_shift`)."""

@@ -88,3 +88,21 @@ def test_scale_augmentation_is_centred_where_asked():
         except UserError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def test_acquisition_scheme_changes_intensities_but_never_resamples_the_crop():
+    from src.data.transforms import build_augmentation
+
+    rng = np.random.default_rng(3)
+    mask = (rng.random((32, 32)) > 0.8).astype(np.uint8)
+    image = np.repeat((mask * 0.5 + 0.25).astype(np.float32)[..., None], 3, axis=2)
+    dihedral = [np.rot90(m, k) for m in (mask, mask[::-1]) for k in range(4)]
+    plain = [np.rot90(m, k) for m in (image[..., 0], image[::-1, :, 0]) for k in range(4)]
+    augmentation = build_augmentation("acquisition", 32)
+    changed = 0
+    for seed in range(20):
+        augmentation.set_random_seed(seed)
+        out = augmentation.pipeline(image=image, mask=mask)
+        assert any(np.array_equal(out["mask"], d) for d in dihedral)  # a flip or quarter turn, no zoom or rotation
+        changed += not any(np.allclose(out["image"][..., 0], p, atol=1e-3) for p in plain)
+    assert changed >= 10  # the intensity shifts act

@@ -111,3 +111,19 @@ def test_dou_bce_adds_a_per_voxel_pull_towards_the_labels():
     assert (grads["dou_bce"][background] > 0).all()  # descent lowers every background logit
     n = target.numel()
     assert torch.allclose(grads["dou_bce"] - grads["dou"], (0.5 - target) / n, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["boundary_dou", "boundary_dou_bce", "dice_bce"])
+def test_every_loss_config_builds_a_loss_that_ranks_a_good_prediction_first(name):
+    """configs/model/loss/*.yaml: each instantiates to a loss of (logits, target), 2-D and 3-D."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from src.utils.settings import REPO_ROOT
+
+    loss = instantiate(OmegaConf.load(REPO_ROOT / "configs" / "model" / "loss" / f"{name}.yaml"))
+    for shape in [(2, 1, 16, 16), (2, 1, 8, 8, 8)]:
+        target = torch.zeros(shape)
+        target[..., 2:6, 3:7] = 1
+        good, bad = (target * 2 - 1) * 8, (1 - target * 2) * 8
+        assert float(loss(good, target)) < float(loss(torch.zeros(shape), target)) < float(loss(bad, target))
