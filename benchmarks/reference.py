@@ -9,8 +9,8 @@ a plain smp ``Unet("resnet18")`` without pretraining, one input channel, trained
 flips and 90-degree turns, brightness / contrast / gamma / blur / noise (albumentations), every volume
 min-max normalised between its own 1st and 99.9th percentiles; predicted on whole slices along the three
 axes, the three probabilities averaged and thresholded at 0.5. Nothing of ``src.data``, ``src.models`` or
-``src.inference`` is used: only the scorer (:func:`src.metrics.surface_dice.surface_dice`) and the RLE
-decoder that read ``solution.csv``. It prints, per test dataset and kidney, the network's surface Dice at
+``src.inference`` is used: only the scorer (:func:`src.metrics.surface_dice.surface_dice`) and the demo's
+reader of ``solution.csv``. It prints, per test dataset and kidney, the network's surface Dice at
 0.5 and at its best threshold next to the best global intensity threshold, and saves the weights
 (``reference.pt``) and the scores (``scores.json``) under ``--out``.
 
@@ -31,8 +31,9 @@ import pandas as pd
 import tifffile
 import torch
 
-from src.metrics.rle import rle_decode
+from src.metrics.baseline import DEFAULT_GRID
 from src.metrics.surface_dice import surface_dice
+from src.pipelines.demo import solution_volume
 from src.utils.settings import REPO_ROOT
 
 CROP = 96
@@ -60,12 +61,11 @@ def train_kidney(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def test_truth(data: Path, kidney: str, depth: int) -> np.ndarray:
-    table = pd.read_csv(data / "solution.csv")
-    rows = table[table["image_id"] == kidney].sort_values("slice_id")
-    if len(rows) != depth:
-        raise SystemExit(f"benchmarks.reference: solution.csv has {len(rows)} rows for {kidney}, images {depth}")
-    return np.stack([rle_decode(r.rle, (int(r.height), int(r.width))) for r in rows.itertuples()]).astype(bool)
+def kidney_truth(solution: pd.DataFrame, kidney: str, depth: int) -> np.ndarray:
+    truth = solution_volume(solution, kidney).astype(bool) if (solution.image_id == kidney).any() else np.zeros(0)
+    if len(truth) != depth:
+        raise SystemExit(f"benchmarks.reference: solution.csv has {len(truth)} rows for {kidney}, images {depth}")
+    return truth
 
 
 def augmentation(seed: int):
@@ -158,7 +158,8 @@ def predict(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
 
 
 def best_intensity_threshold(image: np.ndarray, truth: np.ndarray) -> float:
-    return max(surface_dice(image > t, truth) for t in np.arange(0.05, 1.0, 0.05))
+    """The demo's baseline (:func:`src.metrics.baseline.threshold_baseline`'s grid) on this normalisation."""
+    return max(surface_dice(image > t, truth) for t in DEFAULT_GRID)
 
 
 def main(argv=None) -> dict:
@@ -194,9 +195,10 @@ def main(argv=None) -> dict:
 
     scores: dict = {"train_s": round(train_s, 1), "steps": args.steps, "seed": args.seed, "data": str(data)}
     for test_data in map(Path, args.test_data or [data]):
+        solution = pd.read_csv(test_data / "solution.csv", keep_default_na=False)
         for kidney in args.test:
             image = normalise(read_stack(test_data / "test" / kidney / "images"))
-            truth = test_truth(test_data, kidney, len(image))
+            truth = kidney_truth(solution, kidney, len(image))
             prob = predict(net, image)
             at = {t: surface_dice(prob > t, truth) for t in THRESHOLDS}
             base = best_intensity_threshold(image, truth)

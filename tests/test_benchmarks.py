@@ -105,7 +105,7 @@ def test_error_analysis_attributes_each_kind_of_error_to_its_repair():
     assert thick_recall and max(thick_recall) == 0.0
 
 
-def test_reference_crops_come_from_all_three_axes_and_half_centre_on_vessels():
+def test_reference_crops_are_full_size_and_about_half_hold_the_vessel():
     import numpy as np
 
     from benchmarks.reference import CROP, sample

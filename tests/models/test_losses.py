@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from src.models.losses import BoundaryDoUBCELoss, BoundaryDoULoss, boundary_voxels
+from src.utils.settings import REPO_ROOT
 
 
 def reference_boundary_dou(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -113,13 +114,11 @@ def test_dou_bce_adds_a_per_voxel_pull_towards_the_labels():
     assert torch.allclose(grads["dou_bce"] - grads["dou"], (0.5 - target) / n, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["boundary_dou", "boundary_dou_bce", "dice_bce"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO_ROOT / "configs" / "model" / "loss").glob("*.yaml")))
 def test_every_loss_config_builds_a_loss_that_ranks_a_good_prediction_first(name):
     """configs/model/loss/*.yaml: each instantiates to a loss of (logits, target), 2-D and 3-D."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-
-    from src.utils.settings import REPO_ROOT
 
     loss = instantiate(OmegaConf.load(REPO_ROOT / "configs" / "model" / "loss" / f"{name}.yaml"))
     for shape in [(2, 1, 16, 16), (2, 1, 8, 8, 8)]:
