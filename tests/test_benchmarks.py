@@ -136,3 +136,32 @@ def test_reference_network_trains_predicts_and_scores_a_tiny_phantom(tiny_phanto
         assert 0.0 < row["baseline"] <= 1.0
     again = main(["--data", str(tiny_phantom), "--steps", "2", "--batch", "2", "--out", str(tmp_path)])  # reuses the weights
     assert again[f"{tiny_phantom.name}/kidney_5"] == scores[f"{tiny_phantom.name}/kidney_5"]
+
+
+def test_precision_benchmark_builds_the_demo_networks_from_their_configs():
+    from benchmarks.precision import demo_nets
+
+    nets = demo_nets()
+    (net2, shape2, batch2), (net3, shape3, batch3) = nets.values()
+    assert type(net2).__name__ == "Unet" and shape2 == (3, 96, 96) and batch2 == 16
+    assert type(net3).__name__ == "DynUNet" and shape3 == (1, 64, 64, 64) and batch3 == 2
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_benchmark_compares_float32_with_the_native_dtype(monkeypatch, capsys, native):
+    import torch
+
+    import benchmarks.precision as bench
+    from src.utils import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    tiny = {"conv2d": (torch.nn.Conv2d(3, 1, 3, padding=1), (3, 16, 16), 2),
+            "conv3d": (torch.nn.Conv3d(1, 1, 3, padding=1), (1, 8, 8, 8), 1)}
+    monkeypatch.setattr(bench, "demo_nets", lambda: tiny)
+    result = bench.main(["--steps", "1"])
+    out = capsys.readouterr().out
+    if native:
+        assert set(result) == set(tiny) and all(set(r) == {"float32", "bfloat16"} for r in result.values())
+        assert "speed-up" in out and out.count("x\n") == 4
+    else:
+        assert result == {} and "no native reduced precision" in out

@@ -71,8 +71,10 @@ def test_every_trainer_composes(trainer):
 def test_default_trainer_picks_precision_by_accelerator():
     import torch
 
+    from src.utils.precision import cpu_precision
+
     cfg = compose_cfg([])
-    assert cfg.trainer.precision == ("16-mixed" if torch.cuda.is_available() else "32-true")
+    assert cfg.trainer.precision == ("16-mixed" if torch.cuda.is_available() else cpu_precision())
 
 
 def test_fast_dev_run_on_tiny_phantom(tiny_phantom, tmp_path):
@@ -125,6 +127,16 @@ def test_a_run_stopped_inside_an_epoch_by_max_steps_validates_its_last_weights(t
 
     validated = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/dice"])
     assert sorted(validated["step"].astype(int)) == [1, 2]  # after steps 2 and 3 (logged as global_step - 1)
+
+
+def test_a_diverged_run_stops_with_a_clear_error(tiny_phantom, tmp_path):
+    """A learning rate of 1e30 blows every weight up in the first step (then NaN): the default callbacks stop the run
+    (three NaN losses in a row) with a one-line error instead of training on to a finished-looking run."""
+    cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "model.optimizer.lr=1e30", "trainer.max_steps=8",
+                       "trainer.max_epochs=1", "trainer.limit_train_batches=8", "trainer.limit_val_batches=1",
+                       "trainer.num_sanity_val_steps=0", "logger=csv"], tmp_path)
+    with pytest.raises(UserError, match="weights diverged"):
+        train(cfg)
 
 
 def test_the_run_s_best_checkpoint_follows_the_checkpoint_monitor(tiny_phantom, tmp_path):

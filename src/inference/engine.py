@@ -37,6 +37,7 @@ from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output, write_text_atomic
 from src.utils.options import look_up_all
+from src.utils.precision import autocast_dtype
 from src.utils.progress import progress_bar
 from src.utils.sizes import size_tuple
 
@@ -284,10 +285,10 @@ class InferenceEngine:
 
     def _logits(self, replica: _Replica, stacks: dict[int, torch.Tensor]) -> torch.Tensor:
         total = None
-        autocast = self.amp and replica.device.type == "cuda"
+        dtype = autocast_dtype(replica.device, self.amp)
         for m, net, roi in zip(self.members, replica.nets, self.rois):
             x = stacks[m.in_channels].to(replica.device, non_blocking=True)
-            with torch.autocast(device_type=replica.device.type, dtype=torch.float16, enabled=autocast):
+            with torch.autocast(device_type=replica.device.type, dtype=dtype, enabled=dtype is not None):
                 y = with_tta(lambda t, net=net, roi=roi: self._sliding_window(net, t, roi), x, m.tta).float()
             total = m.weight * y if total is None else total + m.weight * y
         return total / self.total_weight

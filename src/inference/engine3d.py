@@ -23,6 +23,7 @@ from src.inference.sliding import sliding_window
 from src.inference.tta import tta_views, with_tta
 from src.utils.errors import UserError
 from src.utils.files import atomic_output
+from src.utils.precision import autocast_dtype
 from src.utils.progress import track
 from src.utils.sizes import size_tuple
 
@@ -33,7 +34,8 @@ class Engine3D:
 
     ``predict(volume)`` returns the float16 probability volume, or writes it as a memory map renamed
     into place at ``out``; ``slab`` bounds the z-slices held at a time, ``device="auto"`` picks CUDA
-    when present, and ``amp`` runs the forwards in float16 on CUDA.
+    when present, and ``amp`` runs the forwards in float16 on CUDA, bfloat16 on a CPU that has it
+    (:func:`src.utils.precision.autocast_dtype`).
     """
 
     members: Sequence[Member]
@@ -61,10 +63,10 @@ class Engine3D:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         roi = self.roi
         total = None
-        autocast = self.amp and self._device.type == "cuda"
+        dtype = autocast_dtype(self._device, self.amp)
         for m in self.members:
             def predict(v: torch.Tensor, net=m.net) -> torch.Tensor:
-                with torch.autocast(device_type=self._device.type, dtype=torch.float16, enabled=autocast):
+                with torch.autocast(device_type=self._device.type, dtype=dtype, enabled=dtype is not None):
                     return sliding_window(v, net, roi, self.sw_batch_size, self.overlap, self.mode, "constant",
                                           sw_device=self._device, device="cpu").float()
 

@@ -1,8 +1,10 @@
 """OmegaConf resolvers used by the Hydra configs; registered once by every entry point.
 
 * ``${settings:KEY}``  a path from SETTINGS.json (``REPO_ROOT`` is the checkout)
-* ``${auto_precision:}``  "16-mixed" where CUDA is available, else "32-true" (Lightning would turn
-  16-mixed into bf16-mixed on CPU with a warning)
+* ``${auto_precision:}``  "16-mixed" where CUDA is available, else ``${cpu_precision:}`` (Lightning would
+  turn 16-mixed into bf16-mixed on any CPU with a warning)
+* ``${cpu_precision:}``  "bf16-mixed" on a CPU with bfloat16 instructions, else "32-true"
+  (:mod:`src.utils.precision`)
 * ``${claim_run_dir:PATH}``  PATH itself if it does not exist yet, else PATH_v2, PATH_v3, ...: the
   folder is created atomically, so two runs started at once never share an output folder. Within
   a process the answer is cached, so resolving the config again gives the same folder.
@@ -38,15 +40,13 @@ def claim_run_dir(path: str) -> str:
         return str(candidate)
 
 
-def auto_precision() -> str:
-    import torch
-
-    return "16-mixed" if torch.cuda.is_available() else "32-true"
-
-
 def register_resolvers() -> None:
     register_omegaconf_resolver()
+    from src.utils.precision import auto_precision, cpu_precision
+
     if not OmegaConf.has_resolver("auto_precision"):
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
+    if not OmegaConf.has_resolver("cpu_precision"):
+        OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
     if not OmegaConf.has_resolver("claim_run_dir"):
         OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir)
