@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from src.utils import precision
+from src.utils.entry import compose_config
 from src.utils.precision import auto_precision, autocast_dtype, cpu_precision
+
+
+def compose_cfg(overrides):
+    return compose_config("train", overrides)
 
 
 @pytest.fixture(params=[True, False], ids=["cpu-bf16", "cpu-fp32"])
@@ -32,8 +37,6 @@ def test_the_probe_answers_a_bool():
 
 
 def test_trainer_configs_resolve_the_cpu_precision(native_bf16):
-    from tests.test_train import compose_cfg
-
     assert compose_cfg(["trainer=cpu"]).trainer.precision == cpu_precision()
     if not torch.cuda.is_available():
         assert compose_cfg([]).trainer.precision == cpu_precision()
@@ -78,7 +81,5 @@ def test_engine_runs_the_network_in_the_autocast_dtype(native_bf16, tiny_phantom
 def test_demo_configs_train_2d_in_the_cpu_precision_and_3d_in_float32(native_bf16):
     """The 2-D demo takes the CPU's bfloat16 (its 1400 steps are sized for it); the 3-D demo pins float32,
     which it needs: in bf16-mixed its weights went NaN after 140 of 240 steps (README, Stage 2c)."""
-    from tests.test_train import compose_cfg
-
     assert compose_cfg(["experiment=demo"]).trainer.precision == cpu_precision()
     assert compose_cfg(["recipe=pseudo_3d", "experiment=demo3d"]).trainer.precision == "32-true"
