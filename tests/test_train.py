@@ -185,9 +185,10 @@ def test_cli_bad_data_dir_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_sim_validation_equals_single_process(tiny_phantom, tmp_path):
-    """2 CPU processes (gloo) validate contiguous halves of the volume; the surface Dice is the same."""
+    """2 CPU processes (gloo) validate contiguous halves of the volume; the surface Dice is the same. Both in
+    float32 (``ddp_sim`` is 32-true; ``cpu`` would take bf16-mixed on a CPU with bfloat16)."""
     common = [f"paths.data_dir={tiny_phantom}", f"paths.log_dir={tmp_path}", "train=false", "logger=csv",
-              "model.val_window.sw_batch_size=4", "seed=7"]
+              "model.val_window.sw_batch_size=4", "seed=7", "trainer.precision=32-true"]
     results = {}
     for trainer in ("cpu", "ddp_sim"):
         out = run_cli(*common, f"trainer={trainer}", f"task_name={trainer}", cwd=tmp_path)
