@@ -3,8 +3,8 @@
     python -m benchmarks.precision [--steps 5] [--device cpu]
 
 Times a training step (forward, loss, backward, AdamW) and an inference forward of the demo's 2-D
-network (``configs/experiment/demo.yaml``: Unet / ResNet-18, batch 16 of 96^2, 3 channels) and of its 3-D
-network (``configs/model/dynunet.yaml`` with ``configs/experiment/demo3d.yaml``'s filters, batch 2 of 64^3),
+network (``experiment=demo``: Unet / ResNet-18, batch 16 of 96^2, 3 channels) and of its 3-D network
+(``recipe=pseudo_3d experiment=demo3d``: DynUNet, batch 2 of 64^3), composed as ``src.train`` composes them,
 once in float32 and once under the autocast dtype of :func:`src.utils.precision.autocast_dtype` (bfloat16
 on a CPU with bfloat16 instructions, float16 on CUDA), and prints the two times side by side with their
 ratio. On a CPU without bfloat16 there is nothing to compare and it says so.
@@ -16,29 +16,27 @@ import argparse
 import time
 
 import torch
-import yaml
 
 from src.utils.precision import autocast_dtype
-from src.utils.settings import REPO_ROOT
 
 
 def demo_nets() -> dict[str, tuple[torch.nn.Module, tuple[int, ...], int]]:
-    """name -> (network, input shape, batch) of the demo's 2-D and 3-D models, from their configs."""
-    import segmentation_models_pytorch as smp
-    from monai.networks.nets import DynUNet
+    """name -> (network, input shape, batch) of the demo's 2-D and 3-D models, as ``src.train`` composes them."""
+    from omegaconf import OmegaConf
 
-    configs = REPO_ROOT / "configs"
-    demo = yaml.safe_load((configs / "experiment" / "demo.yaml").read_text())
-    net2 = dict(yaml.safe_load((configs / "model" / "unetpp.yaml").read_text())["net"], **demo["model"]["net"])
-    net2.update(in_channels=3, encoder_weights=None)
-    demo3d = yaml.safe_load((configs / "experiment" / "demo3d.yaml").read_text())
-    net3 = dict(yaml.safe_load((configs / "model" / "dynunet.yaml").read_text())["net"], **demo3d["model"]["net"])
-    size2, batch2 = demo["data"]["img_size"], demo["data"]["batch_size"]
-    size3, batch3 = demo3d["data"]["img_size"], demo3d["data"]["batch_size"]
-    return {
-        "2-D demo (Unet/ResNet-18)": (smp.create_model(**net2), (3, size2, size2), batch2),
-        "3-D demo (DynUNet)": (DynUNet(**net3), (1, size3, size3, size3), batch3),
-    }
+    from src.models.module_2d import build_net
+    from src.models.module_3d import build_net_3d
+    from src.utils.entry import compose_config
+
+    nets = {}
+    for label, overrides, build in (("2-D demo (Unet/ResNet-18)", ["experiment=demo"], build_net),
+                                     ("3-D demo (DynUNet)", ["recipe=pseudo_3d", "experiment=demo3d"], build_net_3d)):
+        cfg = compose_config("train", overrides)
+        net = OmegaConf.to_container(cfg.model.net, resolve=True)
+        size, channels = cfg.data.img_size, net["in_channels"]
+        spatial = (size,) * (3 if build is build_net_3d else 2)
+        nets[label] = (build(net), (channels, *spatial), cfg.data.batch_size)
+    return nets
 
 
 def _median_seconds(fn, steps: int, device: torch.device) -> float:

@@ -16,12 +16,15 @@ Training (``${auto_precision:}``, ``${cpu_precision:}`` in the trainer configs) 
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 
 import torch
 
 
+@lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 / AMX, Arm BF16)."""
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 / AMX, Arm BF16); probed once per process
+    (the engines ask for every batch)."""
     try:
         if platform.machine().lower() in ("aarch64", "arm64"):
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
