@@ -131,10 +131,11 @@ def test_a_run_stopped_inside_an_epoch_by_max_steps_validates_its_last_weights(t
 
 def test_a_diverged_run_stops_with_a_clear_error(tiny_phantom, tmp_path):
     """A learning rate of 1e30 blows every weight up in the first step (then NaN): the default callbacks stop the run
-    (three NaN losses in a row) with a one-line error instead of training on to a finished-looking run."""
+    (three NaN losses or gradients in a row) with a one-line error instead of training on to a finished-looking run.
+    (Also: ``trainer.enable_progress_bar=false`` alone is accepted, the progress bar callback left out.)"""
     cfg = compose_cfg([*TINY, f"paths.data_dir={tiny_phantom}", "model.optimizer.lr=1e30", "trainer.max_steps=8",
                        "trainer.max_epochs=1", "trainer.limit_train_batches=8", "trainer.limit_val_batches=1",
-                       "trainer.num_sanity_val_steps=0", "logger=csv"], tmp_path)
+                       "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_progress_bar=false"], tmp_path)
     with pytest.raises(UserError, match="weights diverged"):
         train(cfg)
 
@@ -243,7 +244,9 @@ def test_stage2_3d_config_and_fast_dev_run(tiny_phantom, tmp_path):
     cfg = compose_cfg(["experiment=demo3d", f"paths.data_dir={tiny_phantom}", "trainer.fast_dev_run=true", "extras.print_config=false",
                        "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
                        "trainer.enable_model_summary=false", "recipe=pseudo_3d"], tmp_path)
-    assert (cfg.trainer.max_epochs, cfg.model.scheduler.T_max) == (12, 240)  # experiment values come after the stage's
+    assert (cfg.trainer.max_epochs, cfg.model.scheduler.T_max) == (21, 420)  # experiment values come after the stage's
+    steps = cfg.trainer.max_epochs * cfg.data.samples_per_epoch // cfg.data.batch_size
+    assert cfg.model.scheduler.T_max == steps  # the cosine ends where the run does
     metrics = train(cfg)
     assert {"val/loss", "val/dice", "val/sd@0.5"} <= set(metrics)
 

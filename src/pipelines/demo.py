@@ -196,7 +196,7 @@ def stage2_3d(data: Path, work: Path, fold: int, overrides: list[str]) -> Path:
                          *overrides], t)
     epoch, metric, value = best_validation(run_dir / "metrics.csv")
     print(f"  best {metric} of the validation crops = {value:.4f} (epoch {epoch})")
-    print("  (a deliberately tiny 3-D model trained for about three minutes on the CPU: the blend, which")
+    print("  (a deliberately tiny 3-D model trained for about three and a half minutes on the CPU: the blend, which")
     print("   trusts the 3-D model inside the 2-D model's hull, needs a well-trained one to help)")
     return run_dir
 

@@ -23,7 +23,7 @@ def test_a_finished_run_differs_only_where_its_settings_do(tmp_path):
     data = f"paths.data_dir={tmp_path / 'data'}"
     run_dir = finished_run(tmp_path / "run", [*DEMO_3D, data, "trainer.max_epochs=6", "model.scheduler.T_max=200"])
     assert changed_settings(run_dir, [*DEMO_3D, data, "trainer.max_epochs=6", "model.scheduler.T_max=200"]) == []
-    assert changed_settings(run_dir, [*DEMO_3D, data]) == ["model.scheduler.T_max: 200 -> 240", "trainer.max_epochs: 6 -> 12"]
+    assert changed_settings(run_dir, [*DEMO_3D, data]) == ["model.scheduler.T_max: 200 -> 420", "trainer.max_epochs: 6 -> 21"]
     assert changed_settings(run_dir, [*DEMO_3D, f"paths.data_dir={tmp_path / 'other'}", "trainer.max_epochs=6",
                                       "model.scheduler.T_max=200"]) == [f"data.data_dir: {tmp_path / 'data'} -> {tmp_path / 'other'}"]
     (run_dir / "config.yaml").unlink()
@@ -39,4 +39,4 @@ def test_ensure_run_reuses_a_matching_run_and_retrains_one_of_other_settings(tmp
     assert commands == [] and "reused the finished run" in capsys.readouterr().out
     common.ensure_run(run_dir, [*DEMO_3D, data, "trainer.max_epochs=6"], 0.0)
     assert len(commands) == 1 and "trainer.max_epochs=6" in commands[0] and not run_dir.exists()
-    assert "trained with other settings (trainer.max_epochs: 12 -> 6): training again" in capsys.readouterr().out
+    assert "trained with other settings (trainer.max_epochs: 21 -> 6): training again" in capsys.readouterr().out
