@@ -30,6 +30,13 @@ class ValidateAtMaxSteps(Callback):
             trainer.should_stop = True
 
 
+def diverged(what: str, trainer: Trainer) -> UserError:
+    """The one-line error of the two non-finite guards below."""
+    return UserError(f"{what} (step {trainer.global_step}, precision {trainer.precision}): the weights diverged; the "
+                     "checkpoints written so far are kept; train again with trainer.precision=32-true or a lower "
+                     "model.optimizer.lr")
+
+
 class StopOnNonFiniteLoss(Callback):
     """Stop a run whose training loss has been NaN or infinite for ``patience`` steps in a row, with a one-line error.
 
@@ -37,7 +44,8 @@ class StopOnNonFiniteLoss(Callback):
     saved before stay, and the run ends looking finished. The 3-D demo in ``bf16-mixed`` did this after 140 of
     its 240 steps, from one NaN gradient, which :class:`SkipNonFiniteGradients` now skips (README, Stage 2c).
     One non-finite step is tolerated up to ``patience`` (a float16 run's loss scaler skips an overflowing step
-    and goes on); the checkpoints already written are kept."""
+    and goes on); the checkpoints already written are kept. Without a loss scaler a NaN loss also makes NaN
+    gradients, which :class:`SkipNonFiniteGradients` counts first; this guard is the one a float16 run has."""
 
     def __init__(self, patience: int = 3):
         self.patience = max(1, int(patience))
@@ -50,9 +58,7 @@ class StopOnNonFiniteLoss(Callback):
             return
         self.bad = 0 if bool(torch.isfinite(loss.detach()).all()) else self.bad + 1
         if self.bad >= self.patience:
-            raise UserError(f"the training loss has been {loss.item()} for {self.bad} steps (step {trainer.global_step}, "
-                            f"precision {trainer.precision}): the weights diverged; the checkpoints written so far are "
-                            "kept; train again with trainer.precision=32-true or a lower model.optimizer.lr")
+            raise diverged(f"the training loss has been {loss.item()} for {self.bad} steps", trainer)
 
 
 class SkipNonFiniteGradients(Callback):
@@ -89,9 +95,7 @@ class SkipNonFiniteGradients(Callback):
         self.skipped += 1
         pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, reduce_fx="max")
         if self.in_a_row >= self.patience:
-            raise UserError(f"the gradients have been non-finite for {self.in_a_row} steps in a row (step {trainer.global_step}, "
-                            f"precision {trainer.precision}): the weights diverged; the checkpoints written so far are kept; "
-                            "train again with trainer.precision=32-true or a lower model.optimizer.lr")
+            raise diverged(f"the gradients have been non-finite for {self.in_a_row} steps in a row", trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.skipped:
