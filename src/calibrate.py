@@ -27,19 +27,6 @@ from src.utils.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def _load(path, shape, what: str) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what}={path}: file not found")
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except ValueError as err:
-        raise UserError(f"{what}={path}: not a .npy array ({err})") from None
-    if tuple(arr.shape) != tuple(shape):
-        raise UserError(f"{what}={path}: shape {tuple(arr.shape)} is not the validation volume's {tuple(shape)}")
-    return arr
-
-
 def candidates(cfg, score) -> list[dict]:
     from src.inference.postprocess import top_fraction_threshold
 
@@ -97,7 +84,7 @@ def calibrate(cfg: DictConfig) -> dict:
     from src.data.registry import Registry
     from src.data.volumes import VolumeStore
     from src.inference.decision import check_postprocess
-    from src.inference.predictor import KidneyPredictor, resolve_threshold
+    from src.inference.predictor import KidneyPredictor, load_probabilities, resolve_threshold
 
     _, _, min_size = check_postprocess(cfg.get("postprocess"))
     registry = Registry.load()
@@ -109,8 +96,9 @@ def calibrate(cfg: DictConfig) -> dict:
         group.images_dir(data), group.labels_dir(data), group.images_follow_labels, group.label_kind)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.probabilities:
-        prob = _load(cfg.probabilities, image.shape, "probabilities")
-        prob_3d = _load(cfg.probabilities_3d, image.shape, "probabilities_3d") if cfg.probabilities_3d else None
+        name = f"the validation volume {group.name}"
+        prob = load_probabilities(cfg.probabilities, image.shape, "probabilities", name)
+        prob_3d = load_probabilities(cfg.probabilities_3d, image.shape, "probabilities_3d", name) if cfg.probabilities_3d else None
         threshold = resolve_threshold(cfg.threshold, [])  # the sweep sets its own; `checkpoint` with no model: 0.5
         predictor = KidneyPredictor(None, None, run_dir / "probabilities", threshold, cfg.blend, cfg.get("postprocess"),
                                     cfg.get("resolution"), registry)

@@ -10,6 +10,10 @@ probabilities are blended in as the 4th place submitted: see ``src/inference/ble
 follow ``sample_submission.csv`` (every id present, ``1 0`` for an empty slice). Works with the public
 download's 3 slices per kidney.
 
+``probabilities_from=<folder>`` runs no network: it reads the probabilities an earlier run of the same ensemble
+kept (``keep_probabilities=true``: ``<its run folder>/probabilities``) and applies this run's threshold, blend
+and post-processing, to try decision settings in seconds.
+
 ``estimate=true`` predicts nothing: it times a few batches per model and view on the present device(s)
 and prints the estimated time for every test kidney, to check an ensemble against Kaggle's 9 hours
 (``estimate_budget_h``).
@@ -98,13 +102,16 @@ def predict(cfg: DictConfig) -> Path:
     else:
         order = [f"{k}_{n:04d}" for k, r in slices.items() for n in r]
         per_kidney = {k: set(r) for k, r in slices.items()}
+    kept = cfg.get("probabilities_from")
     rles: dict[str, str] = {}
     for kidney, volume in volumes.items():
         if kidney not in per_kidney:
             log.info("%s is not in the sample submission, skipped", kidney)
             continue
+        if kept:
+            predictor.score(volume, kidney, probabilities=predictor.kept_probabilities(kept, volume, kidney))
         rles.update(predictor.rows(volume, kidney, per_kidney[kidney]))
-        log.info("%s: %d slices predicted", kidney, len(volume))
+        log.info("%s: %d slices %s", kidney, len(volume), "decided from kept probabilities" if kept else "predicted")
         if not cfg.keep_probabilities:  # free the disk before the next kidney (a real one takes GBs)
             predictor.forget(kidney)
     out = Path(cfg.output)

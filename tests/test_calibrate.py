@@ -71,5 +71,5 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_phantom, validation):
     with pytest.raises(UserError, match="nothing to calibrate"):
         calibrate(cfg_for(tmp_path, tiny_phantom))
     np.save(tmp_path / "p.npy", np.zeros((2, 3, 4), np.float16))
-    with pytest.raises(UserError, match="is not the validation volume's"):
+    with pytest.raises(UserError, match=r"is not the validation volume kidney_3_dense's \("):
         calibrate(cfg_for(tmp_path, tiny_phantom, f"probabilities={tmp_path / 'p.npy'}"))

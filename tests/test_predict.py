@@ -179,3 +179,54 @@ def test_the_default_threshold_is_the_checkpoints_own(tmp_path, tiny_phantom):
     recipe = pd.read_csv(predict(cfg_for(tmp_path / "c", tiny_phantom, ckpt, "threshold=0.5")), keep_default_na=False)
     assert own.equals(given)
     assert not own.equals(recipe)  # the random network's probabilities lie between 0.4 and 0.5
+
+
+def test_kept_probabilities_decide_as_the_networks_would_without_running_them(tmp_path, tiny_phantom, checkpoint, monkeypatch):
+    """probabilities_from=<a kept folder>: every decision setting gives the submission a fresh prediction with
+    that setting gives, 2-D alone and blended with 3-D, and no network runs."""
+    from src.inference.predictor import KidneyPredictor
+
+    ckpt3d, _ = write_checkpoint_3d(tmp_path / "3d.ckpt")
+    with_3d = [f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16"]
+    decisions = [["threshold=0.45"], ["threshold=0.3", "postprocess.min_component_size=20"],
+                 ["postprocess.threshold_mode=top_fraction", "postprocess.top_fraction=0.05"]]
+    fresh = {}
+    for extra, name in (([], "2d"), (with_3d, "blend")):
+        for i, decision in enumerate(decisions):
+            run = tmp_path / f"{name}{i}"
+            overrides = (*extra, *decision, "keep_probabilities=true") if i == 0 else (*extra, *decision)
+            fresh[name, i] = pd.read_csv(predict(compose_config("predict", [
+                f"checkpoints=[{checkpoint}]", f"paths.data_dir={tiny_phantom}", f"output={run / 'sub.csv'}", "engine.roi_size=32",
+                "engine.views=[z]", "progress=false", *overrides], run)), keep_default_na=False)
+    assert (fresh["2d", 0].rle != fresh["2d", 1].rle).any()  # the decisions differ, so equality below means something
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("probabilities_from must not run the networks")
+
+    monkeypatch.setattr(KidneyPredictor, "probabilities", no_network)
+    for extra, name in (([], "2d"), (with_3d, "blend")):
+        for i, decision in enumerate(decisions):
+            run = tmp_path / f"reuse_{name}{i}"
+            out = predict(compose_config("predict", [
+                f"checkpoints=[{checkpoint}]", f"paths.data_dir={tiny_phantom}", f"output={run / 'sub.csv'}", "progress=false",
+                *extra, *decision, f"probabilities_from={tmp_path / f'{name}0' / 'probabilities'}"], run))
+            pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False), fresh[name, i])
+    assert (tmp_path / "2d0" / "probabilities" / "kidney_5.npy").exists()  # what was read is left alone
+
+
+def test_kept_probabilities_missing_or_of_another_run_are_one_line_errors(tmp_path, tiny_phantom, checkpoint):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=r"probabilities_from=.*kidney_5\.npy: file not found"):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"probabilities_from={empty}"))
+    np.save(empty / "kidney_5.npy", np.zeros((3, 4, 5), np.float16))
+    with pytest.raises(UserError, match=r"shape \(3, 4, 5\) is not kidney_5's"):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"probabilities_from={empty}"))
+    ckpt3d, _ = write_checkpoint_3d(tmp_path / "3d.ckpt")
+    predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, "keep_probabilities=true"))
+    with pytest.raises(UserError, match=r"probabilities_from \(3-D\)=.*kidney_5_3d\.npy: file not found"):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
+                        f"probabilities_from={tmp_path / 'a' / 'run' / 'probabilities'}"))
+    with pytest.raises(UserError, match="is this run's own work folder"):
+        predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, f"probabilities_from={tmp_path / 'a' / 'run' / 'probabilities'}"))
+    assert (tmp_path / "a" / "run" / "probabilities" / "kidney_5.npy").exists()

@@ -5,6 +5,7 @@ inference engine (and the 3-D one), the decision settings (threshold, blend, pos
 resolution) and a work folder, and answers, per kidney volume:
 
 - :meth:`~KidneyPredictor.probabilities`: the 2-D (and 3-D) probabilities as float16 memory maps;
+- :meth:`~KidneyPredictor.kept_probabilities`: the same, read from the work folder of an earlier run;
 - :meth:`~KidneyPredictor.score`: what the threshold decides on (the 2-D probability or the blend);
 - :meth:`~KidneyPredictor.mask`: the per-slice mask after post-processing;
 - :meth:`~KidneyPredictor.rows`: the submission rows (id -> RLE);
@@ -33,6 +34,21 @@ from src.utils.errors import UserError
 log = logging.getLogger(__name__)
 WORK_FILES = ("", "_3d", "_score", "_mask")  # <kidney><suffix>.npy: 2-D, 3-D, blended score, post-processed mask
 PSEUDO_WORK = ".pseudo-work"  # beside a labels folder: the per-view maps of an interrupted pseudo-labelling run
+
+
+def load_probabilities(path, shape, what: str, volume: str = "the volume") -> np.ndarray:
+    """A saved (Z, H, W) probability ``.npy`` as a read-only memory map; a one-line error when it is missing,
+    not an array, or not of ``shape``, the shape of ``volume`` (``what`` names the setting that gave the path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what}={path}: file not found")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except ValueError as err:
+        raise UserError(f"{what}={path}: not a .npy array ({err})") from None
+    if tuple(arr.shape) != tuple(shape):
+        raise UserError(f"{what}={path}: shape {tuple(arr.shape)} is not {volume}'s {tuple(shape)}")
+    return arr
 
 
 FROM_CHECKPOINT = "checkpoint"  # threshold=checkpoint: each 2-D checkpoint says its own (model.predict_threshold)
@@ -108,6 +124,21 @@ class KidneyPredictor:
         chunk = int(self.resolution.get("chunk", 16))
         prob = predict_at(self.engine, volume, factor, self.path(kidney), kidney, chunk)
         prob_3d = None if self.engine_3d is None else predict_at(self.engine_3d, volume, factor, self.path(kidney, "_3d"), kidney, chunk)
+        return prob, prob_3d
+
+    def kept_probabilities(self, folder: str | Path, volume: Volume, kidney: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(2-D, 3-D or None) probabilities of ``kidney`` kept in ``folder`` by an earlier run of the same ensemble
+        (``keep_probabilities=true``: its work folder), instead of predicted; the 3-D ones are read when this
+        predictor has 3-D models. Nothing checks that the models made them."""
+        folder = Path(folder)
+        if folder.resolve() == self.work.resolve():
+            raise UserError(f"probabilities_from={folder} is this run's own work folder, which it empties; "
+                            f"pass the folder of the run that kept them")
+        self.work.mkdir(parents=True, exist_ok=True)  # the decision's own work files (score, mask) go here
+        prob = load_probabilities(folder / self.path(kidney).name, volume.shape, "probabilities_from", kidney)
+        prob_3d = None
+        if self.engine_3d is not None:
+            prob_3d = load_probabilities(folder / self.path(kidney, "_3d").name, volume.shape, "probabilities_from (3-D)", kidney)
         return prob, prob_3d
 
     def score(self, volume: Volume, kidney: str, probabilities=None) -> Score:

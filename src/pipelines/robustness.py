@@ -11,7 +11,9 @@ The phantom renders the same organ geometry at both voxel sizes (its kidney_5 at
   3. calibrates the recipe model's threshold and top fraction on fold 0's validation volume
      (``python -m src.calibrate``), never on the test kidneys;
   4. predicts kidney_5 and kidney_6 with the recipe as submitted (2-D + 3-D blend) and with each lever
-     switched on, scores each against ``solution.csv``, and prints a Markdown table (also written to
+     switched on (rows that differ only in how they decide, threshold or post-processing, decide from the
+     probabilities the first such row kept: ``predict probabilities_from=``), scores each against
+     ``solution.csv``, and prints a Markdown table (also written to
      ``<work-dir>/robustness.md`` and ``robustness.json``). Each finished seed's rows are kept in
      ``<work-dir>/seed<N>/rows.json``, so an interrupted run resumes after its last finished seed.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +50,7 @@ LEVER_RUNS = {
     "rotate3d": ["data.rotate3d_prob=0.5"],
 }
 DYNUNET_RUN = "dynunet"  # the 3-D run's folder beside the 2-D ones
+PROBABILITY_OVERRIDES = ("checkpoints_3d=", "resolution.")  # predict settings that change the probabilities themselves
 
 
 def compose_cfg(config: str, overrides: list[str], run_dir: Path):
@@ -287,7 +291,10 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
         ("2-D + rescale, calibrated threshold + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
         ("2-D at its checkpoint's threshold (predict's default: `validated`, 5 % margin)", runs["recipe"], ["threshold=checkpoint"]),
     ]
-    results = [score_row(label, ckpt, overrides, f"{i:02d}", common, data, work) for i, (label, ckpt, overrides) in enumerate(rows)]
+    kept: dict[tuple, Path] = {}
+    results = [score_row(label, ckpt, overrides, f"{i:02d}", common, data, work, kept) for i, (label, ckpt, overrides) in enumerate(rows)]
+    for folder in kept.values():
+        shutil.rmtree(folder, ignore_errors=True)
     return results + lever_rows(seed, data, work, args, getattr(args, "levers", {})), cal["best"]
 
 
@@ -310,16 +317,33 @@ def lever_rows(seed: int, data: Path, work: Path, args: argparse.Namespace, leve
             for name, overrides in levers.items()]
 
 
-def score_row(label: str, ckpt: Path, overrides: list[str], key: str, common: list[str], data: Path, work: Path) -> dict:
-    """Predict the test kidneys with ``ckpt`` and ``overrides`` and score them (Kaggle's scorer)."""
+def probability_key(ckpt: Path, overrides: list[str]) -> tuple:
+    """What a row's probabilities depend on: the 2-D checkpoint and the overrides that change the probabilities
+    (3-D models, resolution); rows with one key differ only in how they decide."""
+    return (str(ckpt), *sorted(o for o in overrides if o.startswith(PROBABILITY_OVERRIDES)))
+
+
+def score_row(label: str, ckpt: Path, overrides: list[str], key: str, common: list[str], data: Path, work: Path,
+              kept: dict[tuple, Path] | None = None) -> dict:
+    """Predict the test kidneys with ``ckpt`` and ``overrides`` and score them (Kaggle's scorer). With ``kept``
+    (probability key -> kept folder, filled here), a row whose probabilities an earlier row kept decides from
+    them (``probabilities_from``) instead of running the networks again."""
     from src.pipelines.common import score_csv
     from src.predict import predict
 
     out = work / "submissions" / f"{key}.csv"
+    run_dir = work / "predict" / key
     t = time.perf_counter()
     # the rows measure the recipe's fixed 0.5 unless they say otherwise (the demo models' own is `validated`)
     fixed = [] if any(o.startswith("threshold=") for o in overrides) else ["threshold=0.5"]
-    predict(compose_cfg("predict", [*common, f"checkpoints=[{ckpt}]", f"output={out}", *overrides, *fixed], work / "predict" / key))
+    reuse = []
+    if kept is not None:
+        pkey = probability_key(ckpt, overrides)
+        if pkey in kept:
+            reuse = [f"probabilities_from={kept[pkey]}"]
+        else:
+            reuse, kept[pkey] = ["keep_probabilities=true"], run_dir / "probabilities"
+    predict(compose_cfg("predict", [*common, f"checkpoints=[{ckpt}]", f"output={out}", *overrides, *fixed, *reuse], run_dir))
     scores = score_csv(out, data / "solution.csv")
     k5, k6 = scores.get("kidney_5", float("nan")), scores.get("kidney_6", float("nan"))
     print(f"  {label}: kidney_5 {k5:.4f}  kidney_6 {k6:.4f}")

@@ -69,6 +69,7 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
     for seed in (0, 1):
         for run in ("recipe", "scale_aug", "rotate3d", "dynunet"):
             assert (tmp_path / "work" / f"seed{seed}" / "train" / run / "metrics.json").exists()
+    assert not list((tmp_path / "work" / "seed0" / "predict").glob("*/probabilities"))  # the kept ones go after the seed
     config = (tmp_path / "work" / "seed1" / "train" / "rotate3d" / "config.yaml").read_text()
     assert "rotate3d_prob: 0.5" in config and "seed: 1" in config
 
@@ -187,3 +188,39 @@ def test_lever_options_parse_beside_training_overrides(monkeypatch, tmp_path):
                          "--lever", "pseudo", "data.train_pseudo=true", "--lever", "big", "data.img_size=128"])
     assert seen["train_overrides"] == ["trainer.max_steps=20"]
     assert seen["levers"] == {"pseudo": ["data.train_pseudo=true"], "big": ["data.img_size=128"]}
+
+
+def test_rows_that_differ_only_in_how_they_decide_share_one_prediction(tmp_path, monkeypatch):
+    """The first row of a checkpoint (and of its 3-D models and resolution) keeps its probabilities; later rows
+    with the same ones decide from them (threshold, post-processing, the checkpoint's own threshold)."""
+    from src.pipelines import robustness
+
+    calls = []
+
+    def predict(cfg):
+        calls.append(cfg)
+        return cfg.output
+
+    monkeypatch.setattr("src.predict.predict", predict)
+    monkeypatch.setattr("src.pipelines.common.score_csv", lambda out, solution: {"kidney_5": 0.5, "kidney_6": 0.25})
+    monkeypatch.setattr(robustness, "compose_cfg", lambda config, overrides, run_dir: _Cfg(overrides, run_dir))
+    kept = {}
+    rows = [("a", "r.ckpt", []), ("b", "r.ckpt", ["threshold=0.4"]), ("c", "r.ckpt", ["resolution.rescale=true"]),
+            ("d", "r.ckpt", ["resolution.rescale=true", "postprocess.min_component_size=50"]),
+            ("e", "r.ckpt", ["checkpoints_3d=[d.ckpt]"]), ("f", "s.ckpt", ["threshold=0.4"]), ("g", "r.ckpt", ["threshold=checkpoint"])]
+    for i, (label, ckpt, overrides) in enumerate(rows):
+        row = robustness.score_row(label, tmp_path / ckpt, overrides, f"{i:02d}", [], tmp_path, tmp_path, kept)
+        assert row["mean"] == pytest.approx(0.375)
+    reused = [next((o.split("=", 1)[1] for o in c.overrides if o.startswith("probabilities_from=")), None) for c in calls]
+    keeps = ["keep_probabilities=true" in c.overrides for c in calls]
+    assert keeps == [True, False, True, False, True, True, False]
+    folder = str(tmp_path / "predict" / "{}" / "probabilities")
+    assert reused == [None, folder.format("00"), None, folder.format("02"), None, None, folder.format("00")]
+    assert "threshold=0.5" in calls[0].overrides and "threshold=0.5" not in calls[1].overrides
+    assert robustness.probability_key(tmp_path / "r.ckpt", ["postprocess.top_fraction=0.1", "resolution.rescale=true"]) == \
+        (str(tmp_path / "r.ckpt"), "resolution.rescale=true")
+
+
+class _Cfg:
+    def __init__(self, overrides, run_dir):
+        self.overrides, self.output = overrides, next(o.split("=", 1)[1] for o in overrides if o.startswith("output="))
