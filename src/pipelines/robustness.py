@@ -290,6 +290,8 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
         ("2-D, calibrated threshold + components", runs["recipe"], [f"threshold={t_fixed}", components]),
         ("2-D + rescale, calibrated threshold + components", runs["recipe"], [rescale, f"threshold={t_fixed}", components]),
         ("2-D at its checkpoint's threshold (predict's default: `validated`, 5 % margin)", runs["recipe"], ["threshold=checkpoint"]),
+        ("2-D + 3-D weighted average (3 : 1), threshold 0.5", runs["recipe"],
+         [f"checkpoints_3d=[{ckpt_3d}]", "blend.mode=average", "blend.weight_2d=3", "blend.weight_3d=1", "blend.threshold=0.5"]),
     ]
     kept: dict[tuple, Path] = {}
     results = [score_row(label, ckpt, overrides, f"{i:02d}", common, data, work, kept) for i, (label, ckpt, overrides) in enumerate(rows)]

@@ -59,10 +59,10 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
     argv = ["--size", "tiny", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--quiet", "--seeds", "0,1",
             *TINY_TRAIN, "--train-3d", *TINY_3D]
     rows = main(argv)
-    assert len(rows) == 13 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
+    assert len(rows) == 14 and all(0.0 <= r["kidney_5"] <= 1.0 and 0.0 <= r["kidney_6"] <= 1.0 for r in rows)
     assert all(len(r["kidney_5_values"]) == 2 for r in rows)
     table = (tmp_path / "work" / "robustness.md").read_text().splitlines()
-    assert len(table) == 15 and "resolution.rescale=true" in "\n".join(table) and "± " in table[2]
+    assert len(table) == 16 and "resolution.rescale=true" in "\n".join(table) and "± " in table[2]
     assert (tmp_path / "work" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "work" / "robustness.json").read_text())
     assert set(saved["calibration"]["0"]) == {"fixed", "top_fraction"}
