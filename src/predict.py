@@ -28,11 +28,12 @@ keeps the top ``postprocess.top_fraction`` of voxels per kidney instead of a fix
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.utils.entry import hydra_main
 from src.utils.errors import UserError
@@ -83,6 +84,33 @@ def estimate(cfg: DictConfig) -> float:
     return total
 
 
+KEPT_MODELS = "models.json"  # beside kept probabilities: the models and settings that made them
+
+
+def kept_models(cfg: DictConfig) -> dict:
+    """What made a run's probabilities: its checkpoints and the settings that change the probabilities."""
+    def resolved(paths):
+        return [str(Path(c).resolve()) for c in (paths or [])]
+
+    return {"checkpoints": resolved(cfg.checkpoints), "checkpoints_3d": resolved(cfg.get("checkpoints_3d")),
+            **{k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg.get(k)) else cfg.get(k)
+               for k in ("weights", "tta", "weights_3d", "tta_3d", "resolution")},
+            "views": list(cfg.engine.views)}
+
+
+def check_kept_models(cfg: DictConfig, folder: Path) -> None:
+    """A one-line error when the run that kept ``folder`` used other checkpoints than this one lists (a folder
+    kept before the record existed is trusted)."""
+    record = folder / KEPT_MODELS
+    if not record.is_file():
+        return
+    made, now = json.loads(record.read_text()), kept_models(cfg)
+    for key in ("checkpoints", "checkpoints_3d"):
+        if made.get(key, []) != now[key]:
+            raise UserError(f"probabilities_from={folder}: kept by a run with {key}={made.get(key, [])}, "
+                            f"this run lists {now[key]}; pass the same models")
+
+
 def predict(cfg: DictConfig) -> Path:
     """Run the configured ensemble on the test kidneys; returns the submission path."""
     from src.data.volumes import VolumeStore
@@ -103,6 +131,8 @@ def predict(cfg: DictConfig) -> Path:
         order = [f"{k}_{n:04d}" for k, r in slices.items() for n in r]
         per_kidney = {k: set(r) for k, r in slices.items()}
     kept = cfg.get("probabilities_from")
+    if kept:
+        check_kept_models(cfg, Path(kept))
     rles: dict[str, str] = {}
     for kidney, volume in volumes.items():
         if kidney not in per_kidney:
@@ -118,6 +148,8 @@ def predict(cfg: DictConfig) -> Path:
     write_submission(rles, order, out)
     if not cfg.keep_probabilities:
         shutil.rmtree(predictor.work, ignore_errors=True)
+    elif not kept:
+        (predictor.work / KEPT_MODELS).write_text(json.dumps(kept_models(cfg), indent=1))
     print(f"wrote {len(order)} rows to {out}")
     return out
 

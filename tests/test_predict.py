@@ -224,9 +224,17 @@ def test_kept_probabilities_missing_or_of_another_run_are_one_line_errors(tmp_pa
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"probabilities_from={empty}"))
     ckpt3d, _ = write_checkpoint_3d(tmp_path / "3d.ckpt")
     predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, "keep_probabilities=true"))
+    kept = tmp_path / "a" / "run" / "probabilities"
+    with pytest.raises(UserError, match=r"kept by a run with checkpoints_3d=\[\], this run lists \["):
+        predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
+                        f"probabilities_from={kept}"))
+    other = write_checkpoint(tmp_path / "other.ckpt", 3)[0]
+    with pytest.raises(UserError, match=r"kept by a run with checkpoints=\[.*model\.ckpt'\], this run lists \[.*other\.ckpt'\]"):
+        predict(cfg_for(tmp_path, tiny_phantom, other, f"probabilities_from={kept}"))
+    (kept / "models.json").unlink()  # a folder kept before the record existed: only the files are checked
     with pytest.raises(UserError, match=r"probabilities_from \(3-D\)=.*kidney_5_3d\.npy: file not found"):
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
-                        f"probabilities_from={tmp_path / 'a' / 'run' / 'probabilities'}"))
+                        f"probabilities_from={kept}"))
     with pytest.raises(UserError, match="is this run's own work folder"):
         predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, f"probabilities_from={tmp_path / 'a' / 'run' / 'probabilities'}"))
     assert (tmp_path / "a" / "run" / "probabilities" / "kidney_5.npy").exists()
