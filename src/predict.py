@@ -84,9 +84,6 @@ def estimate(cfg: DictConfig) -> float:
     return total
 
 
-KEPT_MODELS = "models.json"  # beside kept probabilities: the models and settings that made them
-
-
 def kept_models(cfg: DictConfig) -> dict:
     """What made a run's probabilities: its checkpoints and the settings that change the probabilities."""
     def resolved(paths):
@@ -101,6 +98,8 @@ def kept_models(cfg: DictConfig) -> dict:
 def check_kept_models(cfg: DictConfig, folder: Path) -> None:
     """A one-line error when the run that kept ``folder`` used other checkpoints than this one lists (a folder
     kept before the record existed is trusted)."""
+    from src.inference.predictor import KEPT_MODELS
+
     record = folder / KEPT_MODELS
     if not record.is_file():
         return
@@ -114,7 +113,7 @@ def check_kept_models(cfg: DictConfig, folder: Path) -> None:
 def predict(cfg: DictConfig) -> Path:
     """Run the configured ensemble on the test kidneys; returns the submission path."""
     from src.data.volumes import VolumeStore
-    from src.inference.predictor import KidneyPredictor
+    from src.inference.predictor import KEPT_MODELS, KidneyPredictor
     from src.inference.submission import check_against_volumes, read_sample_submission, write_submission
 
     predictor = KidneyPredictor.from_config(cfg)

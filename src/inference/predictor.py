@@ -33,6 +33,7 @@ from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 WORK_FILES = ("", "_3d", "_score", "_mask")  # <kidney><suffix>.npy: 2-D, 3-D, blended score, post-processed mask
+KEPT_MODELS = "models.json"  # beside kept probabilities (keep_probabilities=true): the models and settings that made them
 PSEUDO_WORK = ".pseudo-work"  # beside a labels folder: the per-view maps of an interrupted pseudo-labelling run
 
 
@@ -129,7 +130,7 @@ class KidneyPredictor:
     def kept_probabilities(self, folder: str | Path, volume: Volume, kidney: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(2-D, 3-D or None) probabilities of ``kidney`` kept in ``folder`` by an earlier run of the same ensemble
         (``keep_probabilities=true``: its work folder), instead of predicted; the 3-D ones are read when this
-        predictor has 3-D models. Nothing checks that the models made them."""
+        predictor has 3-D models. ``src.predict`` checks its checkpoint lists against the folder's ``KEPT_MODELS``."""
         folder = Path(folder)
         if folder.resolve() == self.work.resolve():
             raise UserError(f"probabilities_from={folder} is this run's own work folder, which it empties; "
