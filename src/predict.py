@@ -85,29 +85,49 @@ def estimate(cfg: DictConfig) -> float:
 
 
 def kept_models(cfg: DictConfig) -> dict:
-    """What made a run's probabilities: its checkpoints and the settings that change the probabilities."""
+    """What made a run's probabilities: its checkpoints and the settings that change the probabilities (not those
+    that change only memory or speed: batch sizes, devices, pipelining)."""
     def resolved(paths):
         return [str(Path(c).resolve()) for c in (paths or [])]
 
     return {"checkpoints": resolved(cfg.checkpoints), "checkpoints_3d": resolved(cfg.get("checkpoints_3d")),
             **{k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg.get(k)) else cfg.get(k)
                for k in ("weights", "tta", "weights_3d", "tta_3d", "resolution")},
-            "views": list(cfg.engine.views)}
+            "views": list(cfg.engine.views),
+            "engine": {k: _plain(cfg.engine.get(k)) for k in KEPT_ENGINE},
+            "engine_3d": {k: _plain(cfg.engine_3d.get(k)) for k in ("roi_size", "overlap", "mode")}}
+
+
+KEPT_ENGINE = ("roi_size", "overlap", "mode", "padding_mode")  # the 2-D engine's settings that change the probabilities
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+KEPT_MEMORY_ONLY = {"resolution": ("chunk",)}  # settings in the record that change memory use, not the probabilities
 
 
 def check_kept_models(cfg: DictConfig, folder: Path) -> None:
-    """A one-line error when the run that kept ``folder`` used other checkpoints than this one lists (a folder
-    kept before the record existed is trusted)."""
+    """A one-line error when the run that kept ``folder`` made its probabilities with other checkpoints or
+    other settings that change them (weights, tta, views, resolution) than this run has: the decision would
+    be reported under settings that did not make it. A setting the record lacks is not checked (a folder kept
+    before the record existed is trusted)."""
     from src.inference.predictor import KEPT_MODELS
 
     record = folder / KEPT_MODELS
     if not record.is_file():
         return
     made, now = json.loads(record.read_text()), kept_models(cfg)
-    for key in ("checkpoints", "checkpoints_3d"):
-        if made.get(key, []) != now[key]:
-            raise UserError(f"probabilities_from={folder}: kept by a run with {key}={made.get(key, [])}, "
-                            f"this run lists {now[key]}; pass the same models")
+    for key, value in now.items():
+        if key not in made:
+            continue
+        kept, wanted = made[key], value
+        if isinstance(kept, dict) and isinstance(wanted, dict):
+            kept, wanted = ({k: v for k, v in d.items() if k not in KEPT_MEMORY_ONLY.get(key, ())} for d in (kept, wanted))
+        if kept != wanted:
+            raise UserError(f"probabilities_from={folder}: kept by a run with {key}={kept}, this run has {wanted}; "
+                            f"pass the same {key} (the kept run's settings are in {record.name} there)")
 
 
 def predict(cfg: DictConfig) -> Path:

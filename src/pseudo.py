@@ -6,8 +6,11 @@
 Finds the best checkpoint of each stage-1 run (``<logs>/train/runs/<run>/<fold>``), uses each one
 plain and with d4 test-time augmentation, predicts every slice along the three axes (sliding window
 roi 800, overlap 0.25, gaussian, reflect), averages the weighted logits, and writes
-``train_ext/<name>/labels/NNNN.png`` = round(probability * 255). Rerunning keeps the labels already
-written and resumes an interrupted prediction. Then run ``generate_mutliview_pseudo.py``.
+``train_ext/<name>/labels/NNNN.png`` = round(probability * 255), and what wrote them in
+``labels_source.json`` beside them. Rerunning with the same models keeps the labels already written and
+resumes an interrupted prediction; labels other models wrote stop the run with a one-line error unless
+``--overwrite`` (rewrite all) or ``--replace_other`` (rewrite them only when they are other models').
+Then run ``generate_mutliview_pseudo.py``.
 (``generate_pseudo.py`` at the top level runs this module.)
 
 ``--split train`` labels the train kidneys instead (kidney_1_dense, kidney_2, kidney_3_sparse: every
@@ -58,7 +61,10 @@ def parse_args(argv=None):
                    help="external: label the external kidney(s); train: pseudo_labels of the train kidneys")
     p.add_argument("--volumes", nargs="+", default=None, help="groups of the registry (default: every one of --split present)")
     p.add_argument("--cache_dir", default=None)
-    p.add_argument("--overwrite", action="store_true", help="rewrite labels that already exist")
+    p.add_argument("--overwrite", action="store_true", help="rewrite every label that already exists")
+    p.add_argument("--replace_other", action="store_true",
+                   help="rewrite labels other models wrote (their record <labels>_source.json differs or is absent); "
+                        "without it such labels stop the run, and labels these models wrote are resumed")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -125,7 +131,8 @@ def main(argv=None) -> dict:
         volume = store.open(group.images_dir(data))
         labels = group.labels_dir(data) if args.split == "external" else group.pseudo_labels_dir(data)
         predictor = KidneyPredictor.for_labels(engine, labels, registry)
-        written[group.name] = predictor.pseudo_labels(volume, group.name, labels, overwrite=args.overwrite)
+        written[group.name] = predictor.pseudo_labels(volume, group.name, labels, overwrite=args.overwrite,
+                                                            replace_other=args.replace_other)
         print(f"{group.name}: wrote {written[group.name]} label slices to {labels} ({len(volume)} in all)")
     return written
 

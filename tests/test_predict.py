@@ -209,7 +209,8 @@ def test_kept_probabilities_decide_as_the_networks_would_without_running_them(tm
             run = tmp_path / f"reuse_{name}{i}"
             out = predict(compose_config("predict", [
                 f"checkpoints=[{checkpoint}]", f"paths.data_dir={tiny_phantom}", f"output={run / 'sub.csv'}", "progress=false",
-                *extra, *decision, f"probabilities_from={tmp_path / f'{name}0' / 'probabilities'}"], run))
+                "engine.roi_size=32", "engine.views=[z]", *extra, *decision,
+                f"probabilities_from={tmp_path / f'{name}0' / 'probabilities'}"], run))
             pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False), fresh[name, i])
     assert (tmp_path / "2d0" / "probabilities" / "kidney_5.npy").exists()  # what was read is left alone
 
@@ -225,12 +226,21 @@ def test_kept_probabilities_missing_or_of_another_run_are_one_line_errors(tmp_pa
     ckpt3d, _ = write_checkpoint_3d(tmp_path / "3d.ckpt")
     predict(cfg_for(tmp_path / "a", tiny_phantom, checkpoint, "keep_probabilities=true"))
     kept = tmp_path / "a" / "run" / "probabilities"
-    with pytest.raises(UserError, match=r"kept by a run with checkpoints_3d=\[\], this run lists \["):
+    with pytest.raises(UserError, match=r"kept by a run with checkpoints_3d=\[\], this run has \["):
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",
                         f"probabilities_from={kept}"))
     other = write_checkpoint(tmp_path / "other.ckpt", 3)[0]
-    with pytest.raises(UserError, match=r"kept by a run with checkpoints=\[.*model\.ckpt'\], this run lists \[.*other\.ckpt'\]"):
+    with pytest.raises(UserError, match=r"kept by a run with checkpoints=\[.*model\.ckpt'\], this run has \[.*other\.ckpt'\]"):
         predict(cfg_for(tmp_path, tiny_phantom, other, f"probabilities_from={kept}"))
+    # the other settings that made the probabilities must be this run's too; memory-only ones need not
+    for setting, says in (("tta=flip", r"with tta=none, this run has flip; pass the same tta"),
+                          ("engine.views=[z]", r"with views=\['z', 'xz', 'zy'\], this run has \['z'\]"),
+                          ("engine.roi_size=48", r"with engine=\{'roi_size': 32, .*\}, this run has \{'roi_size': 48, "),
+                          ("resolution.rescale=true", r"with resolution=\{.*'rescale': False.*\}, this run has \{.*'rescale': True")):
+        with pytest.raises(UserError, match=says) as err:
+            predict(cfg_for(tmp_path, tiny_phantom, checkpoint, setting, f"probabilities_from={kept}"))
+        assert "\n" not in str(err.value)
+    predict(cfg_for(tmp_path / "b", tiny_phantom, checkpoint, "resolution.chunk=4", "engine.sw_batch_size=4", f"probabilities_from={kept}"))
     (kept / "models.json").unlink()  # a folder kept before the record existed: only the files are checked
     with pytest.raises(UserError, match=r"probabilities_from \(3-D\)=.*kidney_5_3d\.npy: file not found"):
         predict(cfg_for(tmp_path, tiny_phantom, checkpoint, f"checkpoints_3d=[{ckpt3d}]", "engine_3d.roi_size=16",

@@ -6,7 +6,9 @@ The volume is read from the memory-mapped store in blocks of output slices bound
 ``block_bytes`` (default a quarter of the volume), releasing mapped pages as it goes, so peak memory
 is about a quarter of the volume plus a few slices rather than the whole volume.
 Each projection is written to a temporary folder and renamed when complete: an existing output folder
-is always complete and is skipped (``force`` rebuilds it).
+is always complete and is skipped (``force`` rebuilds it), unless its labels are generated ones that
+have changed since: a projection copies the record of what wrote its labels (``<labels>_source.json``,
+:func:`src.data.registry.labels_source_path`: pseudo labels) and is rebuilt when the record differs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.registry import VIEW_AXES, Group, Registry
+from src.data.registry import VIEW_AXES, Group, Registry, labels_source_path
 from src.data.volumes import Volume, VolumeStore, read_view_block, write_slice
 from src.utils.errors import UserError
-from src.utils.files import atomic_output, sweep_stale
+from src.utils.files import atomic_output, sweep_stale, write_text_atomic
 from src.utils.progress import track
 
 BLOCK_FRACTION = 0.25  # default block of output slices: a quarter of the volume
@@ -98,18 +100,37 @@ class Writing:
     progress: bool = True
 
 
+def _source_record(labels_dir: Path) -> str | None:
+    """The text of the record of what wrote ``labels_dir`` (None for labels without one: human labels)."""
+    record = labels_source_path(labels_dir)
+    return record.read_text() if record.is_file() else None
+
+
+def _outdated(projected_labels: Path, record: str | None) -> bool:
+    """Whether a written projection's labels came from other generated labels than ``record`` describes."""
+    return record is not None and projected_labels.parent.is_dir() and _source_record(projected_labels) != record
+
+
+def _claim(projected_labels: Path, record: str | None) -> None:
+    if record is not None:
+        write_text_atomic(labels_source_path(projected_labels), record)
+
+
 def project_group(group: Group, data_dir: Path, store: VolumeStore, how: Writing = Writing()) -> list[str]:
     """Write the ``_xz`` and ``_zy`` projections of a labelled base group; returns the views written."""
     if not group.projections or group.view != "z":
         raise ValueError(f"group {group.name} has no projections")
     labels_dir = group.labels_dir(data_dir)
     assert labels_dir is not None
-    todo = [v for v in ("xz", "zy") if how.force or not (data_dir / f"{group.root}_{v}").is_dir()]
+    record = _source_record(labels_dir)
+    projected = {v: data_dir / f"{group.root}_{v}" / "labels" for v in ("xz", "zy")}
+    todo = [v for v in ("xz", "zy") if how.force or not projected[v].parent.is_dir() or _outdated(projected[v], record)]
     if not todo:
         return []
     image, label = store.open_pair(group.images_dir(data_dir), labels_dir, group.images_follow_labels, group.label_kind)
     for view in todo:
-        write_view(image, label, view, data_dir / f"{group.root}_{view}", label.suffix, how.block_bytes, how.workers, how.progress)
+        write_view(image, label, view, projected[view].parent, label.suffix, how.block_bytes, how.workers, how.progress)
+        _claim(projected[view], record)
     return todo
 
 
@@ -120,7 +141,8 @@ def project_pseudo_labels(group: Group, data_dir: Path, store: VolumeStore, how:
     if source is None or not group.has_pseudo_labels(data_dir):
         return []
     outs = {v: data_dir / f"{group.root}_{v}" / source.name for v in ("xz", "zy")}
-    todo = [v for v in ("xz", "zy") if how.force or not outs[v].is_dir()]
+    record = _source_record(source)
+    todo = [v for v in ("xz", "zy") if how.force or not outs[v].is_dir() or _outdated(outs[v], record)]
     if not todo:
         return []
     missing = [v for v in todo if not (data_dir / f"{group.root}_{v}" / "images").is_dir()]
@@ -134,6 +156,7 @@ def project_pseudo_labels(group: Group, data_dir: Path, store: VolumeStore, how:
                         "rerun generate_pseudo.py --split train")
     for view in todo:
         _write_atomic(outs[view], [(label, "", label.suffix)], view, how.block_bytes, how.workers, how.progress)
+        _claim(outs[view], record)
     return todo
 
 

@@ -136,6 +136,13 @@ class Registry:
         return self.base_groups("test")
 
 
+def labels_source_path(labels_dir: str | Path) -> Path:
+    """The record of what wrote a folder of generated labels (pseudo labels, and their projections):
+    ``<labels_dir>_source.json`` beside the folder (not inside: the folder holds only label slices)."""
+    labels_dir = Path(labels_dir)
+    return labels_dir.with_name(labels_dir.name + "_source.json")
+
+
 def _has_slices(folder: Path) -> bool:
     if not folder.is_dir():
         return False

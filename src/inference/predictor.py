@@ -181,15 +181,17 @@ class KidneyPredictor:
         interrupted pseudo-labelling run resumes from it."""
         return cls(engine, None, Path(labels_dir).parent / PSEUDO_WORK, registry=registry)
 
-    def pseudo_labels(self, volume: Volume, kidney: str, labels_dir: str | Path, overwrite: bool = False) -> int:
+    def pseudo_labels(self, volume: Volume, kidney: str, labels_dir: str | Path, overwrite: bool = False,
+                      replace_other: bool = False) -> int:
         """Write ``kidney``'s missing pseudo labels (``labels_dir/NNNN.png`` = round(probability * 255)),
         resumable from the per-view maps in the work folder, which goes once every label exists (see
-        :func:`src.inference.pseudo_labels.pseudo_label`). Returns how many were written."""
+        :func:`src.inference.pseudo_labels.pseudo_label`; labels another ensemble wrote are an error unless
+        ``overwrite`` or ``replace_other``). Returns how many were written."""
         from src.inference.pseudo_labels import pseudo_label
 
         if self.engine is None:
             raise ValueError("this predictor was built without models")
-        return pseudo_label(self.engine, volume, Path(labels_dir), self.work, overwrite, kidney)
+        return pseudo_label(self.engine, volume, Path(labels_dir), self.work, overwrite, kidney, replace_other)
 
     def estimate(self, shapes: dict[str, tuple[int, int, int]], repeats: int = 2) -> list[dict]:
         """The 2-D engine's time estimate for volumes of ``shapes`` (see ``InferenceEngine.estimate``)."""

@@ -83,3 +83,23 @@ def score_csv(submission: Path, solution: Path) -> dict[str, float]:
     from src.score import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, read_csv, score_submission
 
     return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(solution, SOLUTION_COLUMNS, "solution"))
+
+
+def label_external(data: Path, checkpoint: Path, roi: int, quiet: bool = False) -> int:
+    """Pseudo labels of the external kidney from ``checkpoint`` (``generate_pseudo.py``, no test-time
+    augmentation, windows of ``roi``) and their projections; returns how many label slices were written.
+
+    Labels this checkpoint already wrote into ``data`` are kept (an interrupted run resumes); labels another
+    model wrote there (a previous demo, another seed of ``make eval-robustness``) are rewritten
+    (``--replace_other``: their record ``labels_source.json`` names other checkpoints), and so are their
+    projections (which copy the record)."""
+    from src.data.multiview import project_split
+    from src.data.volumes import VolumeStore
+    from src.pseudo import main as generate_pseudo
+
+    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(roi),
+            "--replace_other"]
+    print("  generate_pseudo.py " + " ".join(argv))
+    written = generate_pseudo(argv + (["--quiet"] if quiet else []))
+    project_split(data, ("external",), store=VolumeStore(progress=not quiet), progress=not quiet)
+    return sum(written.values())

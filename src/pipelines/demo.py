@@ -38,7 +38,7 @@ from src.inference.preview import write_preview
 from src.metrics.baseline import best_threshold, threshold_baseline
 from src.metrics.rle import rle_decode
 from src.metrics.surface_dice import surface_dice
-from src.pipelines.common import add_training_overrides, ensure_run, run, score_csv, trained_size
+from src.pipelines.common import add_training_overrides, ensure_run, label_external, run, score_csv, trained_size
 from src.score import mean_score
 from src.utils.environment import versions_line
 from src.utils.errors import cli_main
@@ -165,26 +165,10 @@ def stage1(data: Path, work: Path, fold: int, overrides: list[str], results: dic
 
 
 def pseudo(data: Path, run_dir: Path, quiet: bool) -> None:
-    """Pseudo labels of the external kidney from this run's stage-1 model, and their projections.
-
-    ``generate_pseudo.py`` keeps labels already written (it resumes), so labels an earlier demo's model left
-    in the phantom would survive; they are rewritten (``--overwrite``) unless ``pseudo_labels_from.txt`` in
-    the work folder says this very checkpoint wrote them into this dataset."""
-    from src.pseudo import main as generate_pseudo
-
+    """Pseudo labels of the external kidney from this run's stage-1 model, and their projections
+    (:func:`src.pipelines.common.label_external`: labels another model left in the phantom are rewritten)."""
     t = step(6, "pseudo labels of the external kidney (generate_pseudo.py) and their projections")
-    checkpoint = best_checkpoint_in(run_dir / "checkpoints")
-    stat = checkpoint.stat()
-    source = f"{data.resolve()}\n{checkpoint.resolve()} {stat.st_size} {stat.st_mtime_ns}\n"
-    marker = run_dir.parent / "pseudo_labels_from.txt"
-    fresh = not (marker.is_file() and marker.read_text() == source)
-    argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(trained_size(run_dir))]
-    argv += ["--overwrite"] if fresh else []
-    print("  generate_pseudo.py " + " ".join(argv))
-    marker.unlink(missing_ok=True)  # an interrupted rewrite leaves no claim behind
-    generate_pseudo(argv + (["--quiet"] if quiet else []))
-    project_split(data, ("external",), force=fresh, progress=not quiet)
-    marker.write_text(source)
+    label_external(data, best_checkpoint_in(run_dir / "checkpoints"), trained_size(run_dir), quiet)
     print(f"  done in {time.perf_counter() - t:.0f} s")
 
 

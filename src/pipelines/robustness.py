@@ -6,8 +6,9 @@ The phantom renders the same organ geometry at both voxel sizes (its kidney_5 at
 
   1. builds the phantom and its projections (as ``make demo``; reused when present);
   2. trains, on the CPU at the demo's size (``experiment=demo``), the recipe's 2-D model, the same
-     with ``data.scale_aug_center=0.8`` and with ``data.rotate3d_prob=0.5``, and the demo's 3-D model
-     (finished runs are reused);
+     with ``data.scale_aug_center=0.8`` and with ``data.rotate3d_prob=0.5``, pseudo-labels the external
+     kidney with the seed's recipe model (as ``make demo`` does with its own; what another model wrote there
+     is rewritten), and trains the demo's 3-D model on the fold with it (finished runs are reused);
   3. calibrates the recipe model's threshold and top fraction on fold 0's validation volume
      (``python -m src.calibrate``), never on the test kidneys;
   4. predicts kidney_5 and kidney_6 with the recipe as submitted (2-D + 3-D blend) and with each lever
@@ -259,9 +260,11 @@ def one_seed(seed: int, data: Path, work: Path, args: argparse.Namespace) -> tup
     """Train every lever's model with ``seed``, calibrate, predict and score every row: (rows, calibration)."""
     from src.calibrate import calibrate
     from src.inference.checkpoints import best_checkpoint_in
-    from src.pipelines.common import ensure_run, trained_size
+    from src.pipelines.common import ensure_run, label_external, trained_size
 
     runs = {name: train_2d(name, overrides, seed, data, work, args) for name, overrides in LEVER_RUNS.items()}
+    print(f"== seed {seed}: pseudo labels of the external kidney from the recipe model (generate_pseudo.py), for the 3-D model")
+    label_external(data, runs["recipe"], trained_size(work / "train" / "recipe"), args.quiet)
     run_3d = work / "train" / DYNUNET_RUN
     print(f"== seed {seed}, 3-D model: python -m src.train recipe=pseudo_3d experiment=demo3d -> {run_3d}")
     ensure_run(run_3d, ["recipe=pseudo_3d", "experiment=demo3d", f"seed={seed}", f"paths.data_dir={data}",

@@ -69,6 +69,34 @@ def test_pseudo_projections_keep_jp2_and_png(data):
     np.testing.assert_array_equal(read_folder(root / "labels"), lab.transpose(2, 0, 1))
 
 
+def test_projections_of_generated_labels_follow_their_record(data):
+    """Pseudo labels rewritten by other models (their record changed) are projected again; human labels and
+    unchanged generated labels are skipped as before."""
+    import cv2
+
+    from src.data.registry import labels_source_path
+
+    d, vols = data
+    hoa = d / "train_ext" / "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_"
+    labels_source_path(hoa / "labels").write_text('{"members": ["model a"]}')
+    assert project_split(d, ("external",), progress=False) == {"hoa_ladaf_2020_31": ["xz", "zy"]}
+    zy = d / "train_ext" / f"{hoa.name}_zy"
+    assert (zy / "labels_source.json").read_text() == '{"members": ["model a"]}'
+    assert project_split(d, ("external",), progress=False) == {"hoa_ladaf_2020_31": []}  # same labels: skipped
+    _, lab = vols["hoa_ladaf_2020_31"]
+    new = 255 - lab
+    for i, path in enumerate(list_slices(hoa / "labels")):  # another model's labels
+        cv2.imwrite(str(path), new[i])
+    labels_source_path(hoa / "labels").write_text('{"members": ["model b"]}')
+    assert project_split(d, ("external",), progress=False) == {"hoa_ladaf_2020_31": ["xz", "zy"]}
+    np.testing.assert_array_equal(read_folder(zy / "labels"), new.transpose(2, 0, 1))
+    assert (zy / "labels_source.json").read_text() == '{"members": ["model b"]}'
+    # human labels carry no record: their projections are never called outdated
+    project_split(d, ("train",), progress=False)
+    assert project_split(d, ("train",), progress=False)["kidney_1_dense"] == []
+    assert not (d / "train" / "kidney_1_dense_xz" / "labels_source.json").exists()
+
+
 def test_no_pseudo_labels_yet_is_a_clear_error(data):
     d, _ = data
     ext = d / "train_ext" / "50um_LADAF-2020-31_kidney_pag-0.01_0.02_jp2_" / "labels"

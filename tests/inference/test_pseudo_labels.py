@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,51 @@ def test_labels_are_rounded_probabilities(data):
     assert got.dtype == np.uint8 and got.shape == volume.shape
     assert np.abs(got.astype(float) - expected * 255).max() <= 1.0
     assert not (labels.parent / ".pseudo-work").exists() and not list(labels.glob(".*"))
+
+
+def test_labels_record_their_models_and_refuse_to_mix_with_other_models(data):
+    """The record beside the labels names the models; labels of other models (or of none recorded) are not
+    resumed into: a one-line error, or rewritten when asked (replace_other / overwrite)."""
+    from src.data.registry import labels_source_path
+    from src.utils.errors import UserError
+
+    volume = VolumeStore(progress=False).open(data / HOA / "images")
+    labels = data / HOA / "labels"
+    pseudo_label(engine(), volume, labels)
+    record = json.loads(labels_source_path(labels).read_text())
+    assert record["members"][0]["checkpoint"] == "centre" and record["shape"] == list(volume.shape)
+    other = InferenceEngine([Member(CentreLogit(), 3, name="other")], roi_size=32, sw_batch_size=16, progress=False)
+    (labels / "0003.png").unlink()
+    says = r"holds \d+ labels that these models did not write \(checkpoints centre\); pass --overwrite"
+    with pytest.raises(UserError, match=says) as err:
+        KidneyPredictor.for_labels(other, labels).pseudo_labels(volume, "hoa", labels)
+    assert "\n" not in str(err.value) and not (labels / "0003.png").exists()  # nothing written
+    before = {p.name: p.stat().st_mtime_ns for p in labels.glob("*.png")}
+    assert KidneyPredictor.for_labels(other, labels).pseudo_labels(volume, "hoa", labels, replace_other=True) == len(volume)
+    assert all(p.stat().st_mtime_ns != before.get(p.name) for p in labels.glob("*.png"))  # every label rewritten
+    assert json.loads(labels_source_path(labels).read_text())["members"][0]["checkpoint"] == "other"
+    # its own labels are resumed under replace_other, not rewritten
+    assert KidneyPredictor.for_labels(other, labels).pseudo_labels(volume, "hoa", labels, replace_other=True) == 0
+    # labels without a record (by hand, or by an older version) are another source too
+    labels_source_path(labels).unlink()
+    with pytest.raises(UserError, match="no record of the models that wrote them"):
+        KidneyPredictor.for_labels(other, labels).pseudo_labels(volume, "hoa", labels)
+    assert KidneyPredictor.for_labels(other, labels).pseudo_labels(volume, "hoa", labels, overwrite=True) == len(volume)
+
+
+def test_a_checkpoint_is_recorded_by_its_file(tmp_path):
+    """A checkpoint file is recorded by resolved path, size and modification time: a retrained file is another source."""
+    from src.inference.pseudo_labels import labels_source
+
+    ckpt = tmp_path / "a.ckpt"
+    ckpt.write_bytes(b"weights")
+    volume = type("V", (), {"shape": (4, 5, 6)})()
+    eng = InferenceEngine([Member(CentreLogit(), 3, name=str(ckpt))], roi_size=32, progress=False)
+    first = labels_source(eng, volume)
+    assert first["members"][0]["checkpoint"] == {"path": str(ckpt.resolve()), "bytes": 7, "mtime_ns": ckpt.stat().st_mtime_ns}
+    assert labels_source(eng, volume) == first
+    ckpt.write_bytes(b"other weights")
+    assert labels_source(eng, volume) != first
 
 
 def test_a_rerun_writes_only_missing_labels(data):
@@ -100,6 +146,13 @@ def test_generate_pseudo_cli(data, tmp_path):
     out = subprocess.run([*base, "--runs", "my_run", "--folds", "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(list((data / HOA / "labels").glob("*.png"))) == len(list((data / HOA / "images").glob("*.jp2")))
+    # another run's checkpoint: its labels are not resumed into but refused, or rewritten with --replace_other
+    write_checkpoint(tmp_path / "logs" / "train" / "runs" / "other_run" / "0" / "checkpoints" / "epoch_002_dice_0.6000.ckpt")
+    refused = subprocess.run([*base, "--runs", "other_run", "--folds", "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "pass --overwrite" in refused.stderr
+    replaced = subprocess.run([*base, "--runs", "other_run", "--folds", "0", "--replace_other"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path)
+    assert replaced.returncode == 0 and "wrote 0 label slices" not in replaced.stdout, replaced.stderr[-2000:]
     missing = subprocess.run([*base, "--runs", "my_run", "--folds", "1"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "no checkpoint of run my_run fold 1 (looked in" in missing.stderr

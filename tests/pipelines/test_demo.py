@@ -62,11 +62,14 @@ def test_demo_runs_stage1_pseudo_labels_and_predict(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("reused the finished run") == 2 and "training again" not in out
     assert "wrote 0 label slices" in out and "--overwrite" not in out
-    # labels some other model left in the phantom (no claim in the work folder) are rewritten by this run's
-    (work / "stage1" / "pseudo_labels_from.txt").write_text("another checkpoint\n")
+    # labels some other model left in the phantom (their record names another checkpoint) are rewritten by this run's
+    record = hoa / "labels_source.json"
+    mine = record.read_text()
+    record.write_text(mine.replace("checkpoints", "checkpoints_of_another_run"))
     main(same)
     out = capsys.readouterr().out
-    assert "--overwrite" in out and "wrote 0 label slices" not in out
+    assert "wrote 0 label slices" not in out and record.read_text() == mine
+    assert (data / "train_ext" / f"{hoa.name}_xz" / "labels_source.json").read_text() == mine  # projected again
 
 
 def test_python_m_src_demo_and_src_robustness_run_the_pipelines():

@@ -1,4 +1,6 @@
+import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,6 @@ def test_a_lever_is_better_or_worse_only_beyond_the_spread_over_seeds():
 
 
 def test_seeds_are_a_comma_separated_list():
-    import argparse
 
     from src.pipelines.robustness import seed_list
 
@@ -75,7 +76,6 @@ def test_robustness_table_on_the_tiny_phantom(tmp_path):
 
 
 def test_a_finished_seed_is_saved_and_reused_not_measured_again(tmp_path, monkeypatch):
-    import argparse
 
     from src.pipelines import robustness
 
@@ -98,7 +98,6 @@ def test_a_finished_seed_is_saved_and_reused_not_measured_again(tmp_path, monkey
 def test_a_seed_reused_from_other_library_versions_says_so(tmp_path, monkeypatch, capsys):
     """Training is deterministic per seed for one install only; a saved seed records the versions it was
     measured with, and reusing it under others prints which changed."""
-    import argparse
 
     from src.pipelines import robustness
     from src.utils.environment import library_versions
@@ -140,7 +139,6 @@ def test_a_lever_of_your_own_is_a_name_and_its_hydra_overrides():
 
 def test_a_lever_asked_for_after_a_seed_finished_is_added_to_its_saved_rows(tmp_path, monkeypatch):
     """The seed's built-in rows are reused as saved; only the new lever is trained and scored, once."""
-    import argparse
 
     from src.pipelines import robustness
 
@@ -224,3 +222,28 @@ def test_rows_that_differ_only_in_how_they_decide_share_one_prediction(tmp_path,
 class _Cfg:
     def __init__(self, overrides, run_dir):
         self.overrides, self.output = overrides, next(o.split("=", 1)[1] for o in overrides if o.startswith("output="))
+
+
+def test_each_seed_labels_the_external_kidney_with_its_own_recipe_model_before_its_3d_run(tmp_path, monkeypatch):
+    """The 3-D rows do not depend on what ran before (make demo's labels, another seed's): each seed pseudo-labels
+    the external kidney with its recipe checkpoint, then trains its 3-D model."""
+    from src.pipelines import common, robustness
+
+    order = []
+    monkeypatch.setattr(robustness, "train_2d", lambda name, overrides, seed, data, work, args: Path(f"{name}_s{seed}.ckpt"))
+    monkeypatch.setattr(common, "trained_size", lambda run_dir: 96)
+    monkeypatch.setattr(common, "label_external", lambda data, ckpt, roi, quiet=False: order.append(("label", str(ckpt), roi)))
+    monkeypatch.setattr(common, "ensure_run", lambda run_dir, overrides, t: order.append(("3d", run_dir.name)))
+    monkeypatch.setattr("src.inference.checkpoints.best_checkpoint_in", lambda folder: folder / "best.ckpt")
+
+    class Stop(Exception):
+        pass
+
+    def calibrate(cfg):
+        raise Stop  # what follows is scoring, tested above
+
+    monkeypatch.setattr("src.calibrate.calibrate", calibrate)
+    args = argparse.Namespace(quiet=True, train_3d_overrides=[], levers={})
+    with pytest.raises(Stop):
+        robustness.one_seed(2, tmp_path / "data", tmp_path / "seed2", args)
+    assert order == [("label", "recipe_s2.ckpt", 96), ("3d", robustness.DYNUNET_RUN)]
