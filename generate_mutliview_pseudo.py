@@ -3,7 +3,8 @@
 External volumes (train_ext/<name>/labels/*.png, images jp2) get their image and label projections;
 train kidneys labelled by ``generate_pseudo.py --split train`` (train/<kidney>/pseudo_labels) get
 ``train/<kidney>_xz/pseudo_labels`` and ``_zy/pseudo_labels`` beside the projections of
-generate_mutliview.py (run that first). Complete outputs are skipped.
+generate_mutliview.py (run that first). Complete outputs are skipped, unless the pseudo labels were
+rewritten by other models since (their record `<labels>_source.json` differs from the copy in the projection).
 """
 
 from pathlib import Path
