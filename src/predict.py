@@ -84,6 +84,15 @@ def estimate(cfg: DictConfig) -> float:
     return total
 
 
+KEPT_ENGINE = ("roi_size", "overlap", "mode", "padding_mode")  # the 2-D engine's settings that change the probabilities
+KEPT_ENGINE_3D = ("roi_size", "overlap", "mode")
+KEPT_MEMORY_ONLY = {"resolution": ("chunk",)}  # settings in the record that change memory use, not the probabilities
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 def kept_models(cfg: DictConfig) -> dict:
     """What made a run's probabilities: its checkpoints and the settings that change the probabilities (not those
     that change only memory or speed: batch sizes, devices, pipelining)."""
@@ -91,21 +100,10 @@ def kept_models(cfg: DictConfig) -> dict:
         return [str(Path(c).resolve()) for c in (paths or [])]
 
     return {"checkpoints": resolved(cfg.checkpoints), "checkpoints_3d": resolved(cfg.get("checkpoints_3d")),
-            **{k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg.get(k)) else cfg.get(k)
-               for k in ("weights", "tta", "weights_3d", "tta_3d", "resolution")},
+            **{k: _plain(cfg.get(k)) for k in ("weights", "tta", "weights_3d", "tta_3d", "resolution")},
             "views": list(cfg.engine.views),
             "engine": {k: _plain(cfg.engine.get(k)) for k in KEPT_ENGINE},
-            "engine_3d": {k: _plain(cfg.engine_3d.get(k)) for k in ("roi_size", "overlap", "mode")}}
-
-
-KEPT_ENGINE = ("roi_size", "overlap", "mode", "padding_mode")  # the 2-D engine's settings that change the probabilities
-
-
-def _plain(value):
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-KEPT_MEMORY_ONLY = {"resolution": ("chunk",)}  # settings in the record that change memory use, not the probabilities
+            "engine_3d": {k: _plain(cfg.engine_3d.get(k)) for k in KEPT_ENGINE_3D}}
 
 
 def check_kept_models(cfg: DictConfig, folder: Path) -> None:

@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
         labels = group.labels_dir(data) if args.split == "external" else group.pseudo_labels_dir(data)
         predictor = KidneyPredictor.for_labels(engine, labels, registry)
         written[group.name] = predictor.pseudo_labels(volume, group.name, labels, overwrite=args.overwrite,
-                                                            replace_other=args.replace_other)
+                                                      replace_other=args.replace_other)
         print(f"{group.name}: wrote {written[group.name]} label slices to {labels} ({len(volume)} in all)")
     return written
 

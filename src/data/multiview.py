@@ -108,7 +108,7 @@ def _source_record(labels_dir: Path) -> str | None:
 
 def _outdated(projected_labels: Path, record: str | None) -> bool:
     """Whether a written projection's labels came from other generated labels than ``record`` describes."""
-    return record is not None and projected_labels.parent.is_dir() and _source_record(projected_labels) != record
+    return record is not None and _source_record(projected_labels) != record
 
 
 def _claim(projected_labels: Path, record: str | None) -> None:

@@ -39,15 +39,6 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
             raise OSError(f"{path}: OpenCV could not write this label")
 
 
-def ensemble_fingerprint(engine: InferenceEngine) -> str:
-    spec = {
-        "members": [[m.name, m.weight, m.tta, m.in_channels] for m in engine.members],
-        "roi": list(engine.rois[0]) if len(set(engine.rois)) == 1 else [list(r) for r in engine.rois],
-        "overlap": engine.overlap, "mode": engine.mode, "views": list(engine.views),
-    }
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
 def _file_identity(name: str) -> dict | str:
     path = Path(name)
     if not path.is_file():
@@ -85,10 +76,11 @@ def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, work
     source, record_path = labels_source(engine, volume), labels_source_path(labels_dir)
     present = [n for n in numbers if (labels_dir / f"{n:04d}.png").exists()]
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
-    if present and record != source and not (overwrite or replace_other):
+    others = bool(present) and record != source
+    if others and not (overwrite or replace_other):
         raise UserError(f"{labels_dir} holds {len(present)} labels that these models did not write "
                         f"({describe_source(record)}); pass --overwrite or --replace_other to rewrite them")
-    if overwrite or (present and record != source):
+    if overwrite or others:
         record_path.unlink(missing_ok=True)  # from here until the record is written, no claim on what is left
         for n in present:
             (labels_dir / f"{n:04d}.png").unlink()
@@ -98,13 +90,12 @@ def pseudo_label(engine: InferenceEngine, volume: Volume, labels_dir: Path, work
     if not missing:
         shutil.rmtree(work, ignore_errors=True)
         return 0
-    fingerprint = ensemble_fingerprint(engine)
+    fingerprint = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()  # models and the volume's shape
     meta = work / "ensemble.json"
-    if work.exists() and (not meta.exists() or json.loads(meta.read_text()).get("fingerprint") != fingerprint
-                          or json.loads(meta.read_text()).get("shape") != list(volume.shape)):
-        shutil.rmtree(work)  # partial results of another ensemble: ours to discard
+    if work.exists() and (not meta.exists() or json.loads(meta.read_text()).get("fingerprint") != fingerprint):
+        shutil.rmtree(work)  # partial results of another ensemble or volume: ours to discard
     work.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"fingerprint": fingerprint, "shape": list(volume.shape)}))
+    meta.write_text(json.dumps({"fingerprint": fingerprint}))
     maps = engine.view_maps(volume, work, name=name, resume=True)
     chunk = 16
     for c0 in track(range(0, len(missing), chunk), -(-len(missing) // chunk), f"{name} labels".strip(), engine.progress):

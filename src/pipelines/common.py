@@ -85,9 +85,9 @@ def score_csv(submission: Path, solution: Path) -> dict[str, float]:
     return score_submission(read_csv(submission, SUBMISSION_COLUMNS, "submission"), read_csv(solution, SOLUTION_COLUMNS, "solution"))
 
 
-def label_external(data: Path, checkpoint: Path, roi: int, quiet: bool = False) -> int:
+def label_external(data: Path, checkpoint: Path, roi: int, quiet: bool = False) -> None:
     """Pseudo labels of the external kidney from ``checkpoint`` (``generate_pseudo.py``, no test-time
-    augmentation, windows of ``roi``) and their projections; returns how many label slices were written.
+    augmentation, windows of ``roi``) and their projections.
 
     Labels this checkpoint already wrote into ``data`` are kept (an interrupted run resumes); labels another
     model wrote there (a previous demo, another seed of ``make eval-robustness``) are rewritten
@@ -100,6 +100,5 @@ def label_external(data: Path, checkpoint: Path, roi: int, quiet: bool = False) 
     argv = ["--dataset_folder", str(data), "--checkpoints", str(checkpoint), "--tta", "none", "--roi", str(roi),
             "--replace_other"]
     print("  generate_pseudo.py " + " ".join(argv))
-    written = generate_pseudo(argv + (["--quiet"] if quiet else []))
+    generate_pseudo(argv + (["--quiet"] if quiet else []))
     project_split(data, ("external",), store=VolumeStore(progress=not quiet), progress=not quiet)
-    return sum(written.values())
